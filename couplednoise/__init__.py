@@ -1,0 +1,32 @@
+"""couplednoise: coupled initial noise for diffusion galleries.
+
+Every coupling draws a batch [n, *shape] whose rows are each exactly N(0, I) while the rows
+depend on each other by design. Torch only: importing this never imports diffusers.
+"""
+
+from couplednoise.base import Coupling
+from couplednoise.extension import conditional_sample
+from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
+from couplednoise.grouped import Grouped, sample_groups
+from couplednoise.orthogonal import Orthogonal
+from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
+from couplednoise.subspace import Subspace
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "COUPLINGS",
+    "Antithetic",
+    "Coupling",
+    "Equicorrelated",
+    "Gaussian",
+    "Grouped",
+    "Independent",
+    "Orthogonal",
+    "Repulsive",
+    "Subspace",
+    "conditional_sample",
+    "get_coupling",
+    "parse_spec",
+    "sample_groups",
+]
