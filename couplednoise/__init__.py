@@ -9,6 +9,7 @@ from couplednoise.extension import conditional_sample
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.grouped import Grouped, sample_groups
 from couplednoise.orthogonal import Orthogonal
+from couplednoise.pipeline_latents import check_latents, generate, latent_shape, latents_for
 from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
 from couplednoise.subspace import Subspace
 
@@ -25,8 +26,12 @@ __all__ = [
     "Orthogonal",
     "Repulsive",
     "Subspace",
+    "check_latents",
     "conditional_sample",
+    "generate",
     "get_coupling",
+    "latent_shape",
+    "latents_for",
     "parse_spec",
     "sample_groups",
 ]

@@ -23,9 +23,7 @@ def draw_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 
 
-def standard_normal(
-    shape: Sequence[int], generator: torch.Generator | None
-) -> torch.Tensor:
+def standard_normal(shape: Sequence[int], generator: torch.Generator | None) -> torch.Tensor:
     """i.i.d. N(0, 1) float32 noise of ``shape`` on the generator's device."""
     return torch.randn(
         tuple(shape), generator=generator, device=draw_device(generator), dtype=torch.float32
@@ -125,7 +123,7 @@ class Coupling(abc.ABC):
 
     # --- for subclasses -------------------------------------------------------------------------
 
-    def _check(self, n: int, shape: Shape) -> None:
+    def _check(self, n: int, shape: Shape) -> None:  # noqa: B027 - optional hook, default accepts
         """Raise ValueError for a request this coupling cannot serve."""
 
     @abc.abstractmethod

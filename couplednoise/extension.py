@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from couplednoise.base import check_count, draw_device, standard_normal
-from couplednoise.linalg import check_correlation, pseudo_inverse_psd, psd_factor
+from couplednoise.linalg import check_correlation, psd_factor, pseudo_inverse_psd
 
 
 def conditional_sample(

@@ -40,9 +40,7 @@ class Grouped(Coupling):
 
     def _check(self, n: int, shape: Shape) -> None:
         if n % self.group_size:
-            raise ValueError(
-                f"batch of {n} is not a whole number of groups of {self.group_size}"
-            )
+            raise ValueError(f"batch of {n} is not a whole number of groups of {self.group_size}")
         self.coupling._check(self.group_size, shape)
 
     def sample(
@@ -70,7 +68,9 @@ class Grouped(Coupling):
 
     def correlation(self, n: int) -> torch.Tensor:
         self._check(n, (1, 1))
-        return torch.block_diag(*[self.coupling.correlation(self.group_size)] * (n // self.group_size))
+        return torch.block_diag(
+            *[self.coupling.correlation(self.group_size)] * (n // self.group_size)
+        )
 
     @property
     def spec(self) -> str:
@@ -83,7 +83,9 @@ def per_group_generators(generator: GeneratorArg, groups: int) -> list[torch.Gen
         return [generator] * groups
     generators = list(generator)
     if len(generators) != groups:
-        raise ValueError(f"got {len(generators)} generators for {groups} groups; pass one per group")
+        raise ValueError(
+            f"got {len(generators)} generators for {groups} groups; pass one per group"
+        )
     devices = {draw_device(g) for g in generators}
     if len(devices) > 1:
         raise ValueError(f"all generators must be on one device, got {sorted(map(str, devices))}")

@@ -17,11 +17,15 @@ def check_correlation(matrix: torch.Tensor | list, name: str = "correlation") ->
         raise ValueError(f"{name} has non-finite entries")
     if not torch.allclose(c, c.T, atol=1e-6, rtol=0):
         raise ValueError(f"{name} must be symmetric (max |C - C^T| = {(c - c.T).abs().max():.3g})")
-    if not torch.allclose(torch.diagonal(c), torch.ones(c.shape[0], dtype=c.dtype), atol=1e-6, rtol=0):
+    if not torch.allclose(
+        torch.diagonal(c), torch.ones(c.shape[0], dtype=c.dtype), atol=1e-6, rtol=0
+    ):
         raise ValueError(f"{name} must have unit diagonal so every marginal is N(0, I)")
     smallest = torch.linalg.eigvalsh((c + c.T) / 2).min().item()
     if smallest < -1e-6 * c.shape[0]:
-        raise ValueError(f"{name} must be positive semidefinite (smallest eigenvalue {smallest:.3g})")
+        raise ValueError(
+            f"{name} must be positive semidefinite (smallest eigenvalue {smallest:.3g})"
+        )
     return (c + c.T) / 2
 
 

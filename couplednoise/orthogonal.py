@@ -20,31 +20,35 @@ from couplednoise.base import Coupling, Shape, standard_normal
 CHOLESKY_QR_MIN_RATIO = 16
 
 
-def gram_schmidt_rows(g: torch.Tensor) -> torch.Tensor:
-    """The Gram-Schmidt orthonormalisation of the rows of g [n, d] (float32 in, float32 out).
+def gram_schmidt_rows(g: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """diag(row_scale) Q for Q [n, d] the Gram-Schmidt orthonormalisation of the rows of g [n, d].
 
-    Uses Cholesky QR (two BLAS-3 products, memory 2x g) when d >= 16 n, Householder QR in
-    float64 otherwise (small d, where that is cheap).
+    ``row_scale`` None scales row i by ||g_i|| (the orthogonal coupling's Z = ||G_i|| Q_i). Uses
+    Cholesky QR (one Gram product and one n x n x d product; peak memory 2x g) when d >= 16 n,
+    Householder QR in float64 otherwise (small d, where that is cheap). float32 in and out.
     """
     n, d = g.shape
     if d >= CHOLESKY_QR_MIN_RATIO * n:
-        lower = torch.linalg.cholesky((g @ g.T).double())
+        gram = (g @ g.T).double()
+        scale = gram.diagonal().sqrt() if row_scale is None else row_scale.double()
         to_frame = torch.linalg.solve_triangular(
-            lower, torch.eye(n, dtype=torch.float64, device=g.device), upper=False
+            torch.linalg.cholesky(gram), torch.diag(scale), upper=False, left=False
         )
         return to_frame.float() @ g
+    scale = g.double().norm(dim=1) if row_scale is None else row_scale.double()
     q, r = torch.linalg.qr(g.double().T)
-    return (q * torch.sign(torch.diagonal(r))).T.float()
+    return (q * (torch.sign(torch.diagonal(r)) * scale)).T.float()
 
 
 def scaled_frame(g: torch.Tensor, complement_of: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows ||g_i|| * (Gram-Schmidt frame of g, orthogonal to the rows of ``complement_of``)."""
-    norms = g.norm(dim=1, keepdim=True)
-    if complement_of is not None:
-        basis = gram_schmidt_rows(complement_of)
-        for _ in range(2):  # project twice: one pass loses orthogonality to rounding
-            g = g - (g @ basis.T) @ basis
-    return gram_schmidt_rows(g).mul_(norms)
+    """Rows ||g_i|| * (Gram-Schmidt frame of g made orthogonal to the rows of ``complement_of``)."""
+    if complement_of is None:
+        return gram_schmidt_rows(g)
+    norms = g.norm(dim=1)
+    basis = gram_schmidt_rows(complement_of, torch.ones(complement_of.shape[0]))
+    for _ in range(2):  # project twice: one pass loses orthogonality to rounding
+        g = g - (g @ basis.T) @ basis
+    return gram_schmidt_rows(g, norms)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """"name:key=value,key=value" -> (canonical name, params). Unknown name: ValueError."""
+    """ "name:key=value,key=value" -> (canonical name, params). Unknown name: ValueError."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"coupling spec must be a non-empty string, got {spec!r}")
     name, _, rest = spec.strip().partition(":")

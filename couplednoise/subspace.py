@@ -90,9 +90,20 @@ class Subspace(Coupling):
     def _draw(self, n, shape, generator):
         shared = self._shared_noise(shape, generator)
         e = standard_normal((n, *shape), generator)
-        # Z = E + P (sqrt(l) S - (1 - sqrt(1 - l)) E)
-        inside = math.sqrt(self.share) * shared - (1.0 - math.sqrt(1.0 - self.share)) * e
-        return e.add_(self.project(inside))
+        if self.mask is not None:  # in place: Z = scale * E + offset, both zero-cost to broadcast
+            keep = resize_mask(self.mask, shape[-2:]).to(e.device).bool()
+            scale = torch.where(keep, math.sqrt(1.0 - self.share), 1.0)
+            offset = torch.where(keep, math.sqrt(self.share) * shared, 0.0)
+            return e.mul_(scale).add_(offset)
+        inside = math.sqrt(self.share) * shared + math.sqrt(1.0 - self.share) * e
+        return self._combine(inside, e)
+
+    def _combine(self, inside: torch.Tensor, outside: torch.Tensor) -> torch.Tensor:
+        """P inside + (I - P) outside; with a mask, a select, so share 1 is bit-identical in P."""
+        if self.mask is not None:
+            keep = resize_mask(self.mask, tuple(inside.shape[-2:])).to(inside.device).bool()
+            return torch.where(keep, inside, outside)
+        return outside.sub_(self.project(outside)).add_(self.project(inside))
 
     def correlation(self, n: int) -> torch.Tensor:
         """Cross-sample correlation inside the shared subspace (identity outside it)."""
@@ -110,5 +121,4 @@ class Subspace(Coupling):
         inside = conditional_sample(
             self.project(previous), self.extension_correlation(n, k), generator
         )
-        e = standard_normal(inside.shape, generator)
-        return e.sub_(self.project(e)).add_(self.project(inside))
+        return self._combine(inside, standard_normal(inside.shape, generator))
