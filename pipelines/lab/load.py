@@ -1,0 +1,53 @@
+"""Build the lab pipeline from a spec string: "lab" or "lab:size=64,scheduler=euler,smoothing=0.02"."""
+
+from __future__ import annotations
+
+import torch
+
+from pipelines.lab.pipeline import SCHEDULERS, LabPipeline
+from pipelines.lab.world import build_world
+
+DEFAULTS = {"size": 32, "scheduler": "ddim", "smoothing": 0.02, "variants": 2, "seed": 0}
+
+
+def parse_lab_spec(spec: str) -> dict:
+    """ "lab:key=value,..." -> the lab options (``DEFAULTS`` filled in); ValueError if invalid."""
+    name, _, rest = spec.strip().partition(":")
+    if name.strip().lower() != "lab":
+        raise ValueError(f"a lab spec starts with 'lab' (e.g. 'lab:size=64'), got {spec!r}")
+    options = dict(DEFAULTS)
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in DEFAULTS:
+            raise ValueError(
+                f"lab option {item!r} in {spec!r} is not key=value with key one of "
+                f"{', '.join(DEFAULTS)}"
+            )
+        try:
+            options[key] = type(DEFAULTS[key])(value.strip())
+        except ValueError as error:
+            raise ValueError(
+                f"lab option {key}={value!r} is not a {type(DEFAULTS[key]).__name__}"
+            ) from error
+    if options["scheduler"] not in SCHEDULERS:
+        raise ValueError(
+            f"unknown lab scheduler {options['scheduler']!r}; valid: {', '.join(SCHEDULERS)}"
+        )
+    return options
+
+
+def load_lab_pipeline(
+    spec: str = "lab", *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> LabPipeline:
+    """The built-in lab pipeline described by ``spec`` (no weights: the denoiser is exact)."""
+    options = parse_lab_spec(spec)
+    world = build_world(options["size"], options["variants"], options["seed"])
+    return LabPipeline(
+        world,
+        SCHEDULERS[options["scheduler"]](),
+        smoothing=options["smoothing"],
+        device=device,
+        dtype=dtype or torch.float32,
+        name_or_path=spec,
+    )
