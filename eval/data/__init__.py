@@ -1,0 +1,1 @@
+"""Prompt sets shipped with couplednoise (package data for `eval.prompt_sources`)."""
