@@ -1,0 +1,469 @@
+"""couplednoise web demo: the independent and the coupled gallery from one seed, side by side.
+
+    python app.py                                   # built-in lab model, http://127.0.0.1:7860
+    python app.py --model /models/sd15 --model stabilityai/stable-diffusion-xl-base-1.0
+
+Only the models named here are offered (plus the lab); the browser picks among them and never
+supplies a path, hub id or code. Models load on first use, from local files only, on the best
+device. Nothing leaves the machine: analytics off, no share link, fonts from the system. The work
+(generation, metrics, the run zip) is eval/compare.py; this file is the UI around it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before importing gradio: no telemetry lookups
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models and CLIP weights come from local files only
+
+import argparse
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from couplednoise import COUPLINGS
+from eval.backbones import Backbones, MissingWeightsError, load_clip
+from eval.compare import (
+    LAB_DEFAULTS,
+    LAB_SIZE_RANGE,
+    TABLE_HEADERS,
+    Limits,
+    Models,
+    Request,
+    compare,
+    model_defaults,
+    size_range,
+    table,
+    warm_up,
+    write_run_zip,
+)
+
+REGIONS = ("painted region", "lowpass band", "highpass band")
+PARAMETERS = {  # coupling -> the controls it uses (the others are hidden)
+    "independent": (),
+    "repulsive": ("strength",),
+    "equicorrelated": ("rho",),
+    "antithetic": (),
+    "orthogonal": (),
+    "gaussian": ("correlation",),
+    "subspace": ("region", "share"),
+}
+DISPLAY_MIN = 128  # small images (the lab's 32 px) are shown enlarged, nearest neighbour
+CSS = """
+.pair-gallery img { image-rendering: pixelated; }
+.pair-gallery .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
+"""
+THEME_FONTS = {  # system fonts: the default theme would fetch Google Fonts
+    "font": ["ui-sans-serif", "system-ui", "sans-serif"],
+    "font_mono": ["ui-monospace", "monospace"],
+}
+
+
+def mask_from_editor(value: dict | None) -> np.ndarray | None:
+    """The painted region of a gr.ImageMask value as {0, 1} [H, W] (None when nothing is drawn).
+
+    The strokes are the alpha channel of the editor's layers; a background image, if uploaded,
+    is only a guide to paint on.
+    """
+    if not value or not value.get("layers"):
+        return None
+    alphas = [np.asarray(layer)[..., 3] for layer in value["layers"] if np.ndim(layer) == 3]
+    if not alphas:
+        return None
+    mask = np.any(np.stack(alphas) > 0, axis=0).astype(np.uint8)
+    return mask if mask.any() else None
+
+
+def parse_matrix(text: str) -> list[list[float]]:
+    """A correlation matrix typed as rows separated by ';' or new lines, entries by ',' or spaces."""
+    rows = [r for r in text.replace(";", "\n").splitlines() if r.strip()]
+    if not rows:
+        raise ValueError("gaussian coupling: type a correlation matrix, e.g. '1, -0.5; -0.5, 1'")
+    try:
+        return [[float(x) for x in r.replace(",", " ").split()] for r in rows]
+    except ValueError as error:
+        raise ValueError(
+            f"gaussian coupling: the correlation matrix has a non-number ({error})"
+        ) from None
+
+
+def coupling_spec(
+    name: str, strength: float, rho: float, region: str, share: float, cutoff: float
+) -> str:
+    """The coupling spec the controls describe (scalar parameters only)."""
+    if name not in COUPLINGS:
+        raise ValueError(f"unknown coupling {name!r}; choose one of {', '.join(COUPLINGS)}")
+    if name == "repulsive":
+        return f"repulsive:strength={float(strength)}"
+    if name == "equicorrelated":
+        return f"equicorrelated:rho={float(rho)}"
+    if name == "subspace":
+        if region not in REGIONS:
+            raise ValueError(f"subspace region must be one of {', '.join(REGIONS)}")
+        if region == REGIONS[0]:
+            return f"subspace:share={float(share)}"
+        band = region.split()[0]
+        return f"subspace:band={band},cutoff={float(cutoff)},share={float(share)}"
+    return name
+
+
+def display_images(images) -> list[tuple[np.ndarray, str]]:
+    """Gallery items (uint8 [H, W, 3], caption) from images [K, 3, H, W] in [0, 1]."""
+    pixels = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    factor = max(1, -(-DISPLAY_MIN // pixels.shape[1]))
+    pixels = pixels.repeat(factor, axis=1).repeat(factor, axis=2)
+    return [(p, f"#{k}") for k, p in enumerate(pixels)]
+
+
+class Demo:
+    """The app's state: offered models, limits, metric backbones and where run zips go."""
+
+    def __init__(self, models: Models, limits: Limits, backbones: Backbones | None, runs: Path):
+        self.models, self.limits, self.backbones, self.runs = models, limits, backbones, runs
+
+    def request(
+        self,
+        prompt,
+        negative,
+        model,
+        coupling,
+        strength,
+        rho,
+        correlation,
+        region,
+        share,
+        cutoff,
+        mask,
+        num_images,
+        seed,
+        steps,
+        guidance,
+        size,
+    ) -> Request:
+        """A validated Request from the UI's values (ValueError with a readable message)."""
+        self.models.check(model)
+        if seed is None or num_images is None or steps is None or size is None:
+            raise ValueError("gallery size, seed, steps and image size must all be filled in")
+        return Request(
+            model=model,
+            prompt=prompt or "",
+            negative_prompt=negative or "",
+            coupling=coupling_spec(coupling, strength, rho, region, share, cutoff),
+            num_images=num_images,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            size=size,
+            mask=mask_from_editor(mask) if coupling == "subspace" else None,
+            correlation=parse_matrix(correlation or "") if coupling == "gaussian" else None,
+        )
+
+    def generate(self, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        """Both galleries, the metrics table and the run zip; bad input -> gr.Error."""
+        try:
+            request = self.request(*values)
+            progress(0.0, desc=f"loading {request.model}")
+            pipe = self.models.get(request.model, request.size)
+            result = compare(
+                pipe,
+                request,
+                limits=self.limits,
+                backbones=self.backbones,
+                progress=lambda fraction, text: progress(fraction, desc=text),
+            )
+            run_id = uuid.uuid4().hex[:8]
+            path = write_run_zip(result, self.runs / f"couplednoise-run-{run_id}.zip")
+        except (ValueError, TypeError, MissingWeightsError) as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        return (
+            display_images(result.independent.images),
+            display_images(result.coupled.images),
+            table(result.rows),
+            gr.update(value=str(path), visible=True, label=f"Download run {run_id} (.zip)"),
+        )
+
+    def model_settings(self, model: str, progress=gr.Progress()):  # noqa: B008
+        """Size range, steps and guidance for ``model`` (loading it on first selection)."""
+        try:
+            progress(0.0, desc=f"loading {model}")
+            pipe = self.models.get(model)
+        except (ValueError, TypeError, MissingWeightsError) as error:
+            raise gr.Error(str(error), print_exception=False) from error
+        low, high, step, default = size_range(pipe, self.limits)
+        defaults = model_defaults(pipe)
+        return (
+            gr.update(minimum=low, maximum=high, step=step, value=default),
+            gr.update(value=min(defaults["steps"], self.limits.max_steps)),
+            gr.update(value=defaults["guidance"]),
+        )
+
+
+def coupling_controls(name: str, region: str) -> list[Any]:
+    """Visibility of (strength, rho, correlation, region, share, cutoff, mask) for a coupling."""
+    used = PARAMETERS.get(name, ())
+    subspace = name == "subspace"
+    return [
+        gr.update(visible="strength" in used),
+        gr.update(visible="rho" in used),
+        gr.update(visible="correlation" in used),
+        gr.update(visible=subspace),
+        gr.update(visible=subspace),
+        gr.update(visible=subspace and region != REGIONS[0]),
+        gr.update(visible=subspace and region == REGIONS[0]),
+    ]
+
+
+def build_demo(
+    models: Models,
+    *,
+    limits: Limits | None = None,
+    backbones: Backbones | None = None,
+    runs: Path | None = None,
+) -> gr.Blocks:
+    """The Gradio app (not launched; see ``launch``)."""
+    limits = limits or Limits()
+    runs = runs or Path(tempfile.mkdtemp(prefix="couplednoise-app-"))
+    state = Demo(models, limits, backbones, runs)
+    with gr.Blocks(
+        title="couplednoise demo", analytics_enabled=False, delete_cache=(900, 3600)
+    ) as demo:
+        gr.Markdown(
+            "# couplednoise: independent vs coupled noise\n"
+            "Both galleries start from the **same seed**; every noise is exactly N(0, I), only "
+            "their dependence across the gallery differs. The table compares how diverse they are."
+        )
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                prompt = gr.Textbox(label="Prompt", value="a circle", elem_id="prompt")
+                negative = gr.Textbox(label="Negative prompt", elem_id="negative")
+                model = gr.Dropdown(
+                    models.names, value=models.names[0], label="Model", elem_id="model"
+                )
+                coupling = gr.Dropdown(
+                    list(COUPLINGS), value="repulsive", label="Coupling", elem_id="coupling"
+                )
+                strength = gr.Slider(
+                    0,
+                    1,
+                    value=1.0,
+                    step=0.05,
+                    label="strength",
+                    info="1 = zero-sum, maximally repulsive",
+                )
+                rho = gr.Slider(
+                    -1,
+                    1,
+                    value=0.3,
+                    step=0.05,
+                    label="rho",
+                    visible=False,
+                    info="pairwise correlation, at least -1/(K-1)",
+                )
+                correlation = gr.Textbox(
+                    label="correlation matrix (K x K)",
+                    visible=False,
+                    placeholder="1, -0.5; -0.5, 1",
+                    lines=3,
+                )
+                region = gr.Radio(
+                    list(REGIONS),
+                    value=REGIONS[0],
+                    label="shared subspace",
+                    visible=False,
+                    elem_id="region",
+                )
+                share = gr.Slider(
+                    0,
+                    1,
+                    value=1.0,
+                    step=0.05,
+                    label="share",
+                    visible=False,
+                    info="1 = the same noise in the shared region",
+                )
+                cutoff = gr.Slider(
+                    0.01,
+                    0.5,
+                    value=0.125,
+                    step=0.005,
+                    visible=False,
+                    label="band cutoff (cycles per latent pixel)",
+                )
+                mask = gr.ImageMask(
+                    label="Shared region (Brush)",
+                    type="numpy",
+                    image_mode="RGBA",
+                    canvas_size=(256, 256),
+                    visible=False,
+                    sources=["upload"],
+                    elem_id="mask",
+                )
+                num_images = gr.Slider(
+                    2,
+                    limits.max_images,
+                    value=min(8, limits.max_images),
+                    step=1,
+                    label="Gallery size",
+                    elem_id="num_images",
+                )
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
+                steps = gr.Slider(
+                    1,
+                    limits.max_steps,
+                    value=min(20, limits.max_steps),
+                    step=1,
+                    label="Steps",
+                    elem_id="steps",
+                )
+                guidance = gr.Slider(
+                    0, 20, value=LAB_DEFAULTS["guidance"], step=0.5, label="Guidance"
+                )
+                size = gr.Slider(
+                    *LAB_SIZE_RANGE[:2],
+                    value=LAB_SIZE_RANGE[3],
+                    step=LAB_SIZE_RANGE[2],
+                    label="Image size (pixels)",
+                    elem_id="size",
+                )
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    independent = gr.Gallery(
+                        label="Independent",
+                        format="png",
+                        columns=4,
+                        elem_classes="pair-gallery",
+                        elem_id="independent",
+                        object_fit="contain",
+                    )
+                    coupled = gr.Gallery(
+                        label="Coupled",
+                        format="png",
+                        columns=4,
+                        elem_classes="pair-gallery",
+                        elem_id="coupled",
+                        object_fit="contain",
+                    )
+                metrics = gr.Dataframe(
+                    headers=TABLE_HEADERS,
+                    label="Metrics",
+                    interactive=False,
+                    wrap=True,
+                    elem_id="metrics",
+                    column_widths=["22%", "13%", "13%", "52%"],
+                )
+                download = gr.DownloadButton(
+                    "Download run (.zip)", visible=False, elem_id="download"
+                )
+        controls = [strength, rho, correlation, region, share, cutoff, mask]
+        coupling.change(coupling_controls, [coupling, region], controls, queue=False)
+        region.change(coupling_controls, [coupling, region], controls, queue=False)
+        model.change(state.model_settings, model, [size, steps, guidance], concurrency_limit=1)
+        inputs = [
+            prompt,
+            negative,
+            model,
+            coupling,
+            strength,
+            rho,
+            correlation,
+            region,
+            share,
+            cutoff,
+            mask,
+            num_images,
+            seed,
+            steps,
+            guidance,
+            size,
+        ]
+        button.click(
+            state.generate, inputs, [independent, coupled, metrics, download], api_name="generate"
+        )
+    return demo
+
+
+def launch_options() -> dict[str, Any]:
+    """Local-only launch settings: loopback, no share link, no server-side rendering, no fonts
+    or scripts from outside (Gradio 6 takes theme and css in launch)."""
+    return {
+        "server_name": "127.0.0.1",
+        "share": False,
+        "ssr_mode": False,
+        "theme": gr.themes.Default(**THEME_FONTS),
+        "css": CSS,
+        "show_error": True,
+    }
+
+
+def load_backbones(clip: str | None, pretrained: str | None) -> Backbones | None:
+    """A CLIP backbone for the alignment row, when the operator names one (else None)."""
+    if clip is None:
+        return None
+    # local-dir:/path and hf-hub:org/name carry their own weights; built-in names take a tag
+    return Backbones(clip=load_clip(clip, None if ":" in clip else pretrained))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="PATH_OR_ID",
+        help="a diffusers folder or a hub id in the local HF cache (repeatable); "
+        "the lab model is always offered",
+    )
+    parser.add_argument("--port", type=int, default=None, help="port (default: 7860 or next free)")
+    parser.add_argument(
+        "--clip",
+        default=None,
+        metavar="MODEL",
+        help="open_clip model for the CLIP-score row, e.g. ViT-L-14-quickgelu or "
+        "local-dir:/path (weights must be local)",
+    )
+    parser.add_argument(
+        "--clip-pretrained",
+        default="openai",
+        metavar="TAG_OR_FILE",
+        help="open_clip pretrained tag or checkpoint file for --clip",
+    )
+    parser.add_argument("--device", default=None, help="cuda / mps / cpu (default: best available)")
+    parser.add_argument("--max-images", type=int, default=16, help="cap on the gallery size")
+    parser.add_argument("--max-steps", type=int, default=50, help="cap on denoising steps")
+    parser.add_argument("--max-size", type=int, default=1024, help="cap on the image side")
+    parser.add_argument("--max-queue", type=int, default=8, help="requests waiting at most")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="generations at once (default 1: one uses the whole device)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name in ("max_images", "max_steps", "max_size", "max_queue", "concurrency"):
+        if getattr(args, name) < (2 if name == "max_images" else 1):
+            raise SystemExit(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    try:
+        backbones = load_backbones(args.clip, args.clip_pretrained)
+    except (ValueError, MissingWeightsError) as error:
+        raise SystemExit(f"--clip: {error}") from error
+    limits = Limits(args.max_images, args.max_steps, args.max_size)
+    models = Models(args.model, device=args.device)
+    warm_up(models)
+    demo = build_demo(models, limits=limits, backbones=backbones)
+    demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
+    demo.launch(server_port=args.port, **launch_options())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
