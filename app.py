@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models and CLIP weights come from local files only
 
 import argparse
+import contextlib
+import inspect
 import tempfile
 import uuid
 from pathlib import Path
@@ -53,6 +55,7 @@ PARAMETERS = {  # coupling -> the controls it uses (the others are hidden)
     "gaussian": ("correlation",),
     "subspace": ("region", "share"),
 }
+COUPLING_CONTROLS = ("strength", "rho", "correlation", "region", "share", "cutoff", "mask")
 DISPLAY_MIN = 128  # small images (the lab's 32 px) are shown enlarged, nearest neighbour
 CSS = """
 .pair-gallery img { image-rendering: pixelated; }
@@ -120,6 +123,15 @@ def display_images(images) -> list[tuple[np.ndarray, str]]:
     return [(p, f"#{k}") for k, p in enumerate(pixels)]
 
 
+@contextlib.contextmanager
+def readable_errors():
+    """Bad input and missing weights become a gr.Error: a message in the UI, no traceback."""
+    try:
+        yield
+    except (ValueError, TypeError, MissingWeightsError) as error:
+        raise gr.Error(str(error), print_exception=False) from error
+
+
 class Demo:
     """The app's state: offered models, limits, metric backbones and where run zips go."""
 
@@ -145,7 +157,11 @@ class Demo:
         guidance,
         size,
     ) -> Request:
-        """A validated Request from the UI's values (ValueError with a readable message)."""
+        """A validated Request from the UI's values (ValueError with a readable message).
+
+        The arguments are the input controls of ``build_demo`` by name, in the order of the
+        ``generate`` API.
+        """
         self.models.check(model)
         if seed is None or num_images is None or steps is None or size is None:
             raise ValueError("gallery size, seed, steps and image size must all be filled in")
@@ -165,7 +181,7 @@ class Demo:
 
     def generate(self, *values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
         """Both galleries, the metrics table and the run zip; bad input -> gr.Error."""
-        try:
+        with readable_errors():
             request = self.request(*values)
             progress(0.0, desc=f"loading {request.model}")
             pipe = self.models.get(request.model, request.size)
@@ -178,8 +194,6 @@ class Demo:
             )
             run_id = uuid.uuid4().hex[:8]
             path = write_run_zip(result, self.runs / f"couplednoise-run-{run_id}.zip")
-        except (ValueError, TypeError, MissingWeightsError) as error:
-            raise gr.Error(str(error), print_exception=False) from error
         return (
             display_images(result.independent.images),
             display_images(result.coupled.images),
@@ -189,11 +203,9 @@ class Demo:
 
     def model_settings(self, model: str, progress=gr.Progress()):  # noqa: B008
         """Size range, steps and guidance for ``model`` (loading it on first selection)."""
-        try:
+        with readable_errors():
             progress(0.0, desc=f"loading {model}")
             pipe = self.models.get(model)
-        except (ValueError, TypeError, MissingWeightsError) as error:
-            raise gr.Error(str(error), print_exception=False) from error
         low, high, step, default = size_range(pipe, self.limits)
         defaults = model_defaults(pipe)
         return (
@@ -204,7 +216,7 @@ class Demo:
 
 
 def coupling_controls(name: str, region: str) -> list[Any]:
-    """Visibility of (strength, rho, correlation, region, share, cutoff, mask) for a coupling."""
+    """Visibility of the COUPLING_CONTROLS for a coupling (and subspace region)."""
     used = PARAMETERS.get(name, ())
     subspace = name == "subspace"
     return [
@@ -216,6 +228,111 @@ def coupling_controls(name: str, region: str) -> list[Any]:
         gr.update(visible=subspace and region != REGIONS[0]),
         gr.update(visible=subspace and region == REGIONS[0]),
     ]
+
+
+def pair_gallery(label: str) -> gr.Gallery:
+    """One of the two side-by-side galleries (elem_id: the label in lower case)."""
+    return gr.Gallery(
+        label=label,
+        format="png",
+        columns=4,
+        elem_classes="pair-gallery",
+        elem_id=label.lower(),
+        object_fit="contain",
+    )
+
+
+def input_controls(models: Models, limits: Limits) -> dict[str, Any]:
+    """The input column: Demo.request's arguments by name (created in layout order)."""
+    return {
+        "prompt": gr.Textbox(label="Prompt", value="a circle", elem_id="prompt"),
+        "negative": gr.Textbox(label="Negative prompt", elem_id="negative"),
+        "model": gr.Dropdown(models.names, value=models.names[0], label="Model", elem_id="model"),
+        "coupling": gr.Dropdown(
+            list(COUPLINGS), value="repulsive", label="Coupling", elem_id="coupling"
+        ),
+        "strength": gr.Slider(
+            0,
+            1,
+            value=1.0,
+            step=0.05,
+            label="strength",
+            info="1 = zero-sum, maximally repulsive",
+        ),
+        "rho": gr.Slider(
+            -1,
+            1,
+            value=0.3,
+            step=0.05,
+            label="rho",
+            visible=False,
+            info="pairwise correlation, at least -1/(K-1)",
+        ),
+        "correlation": gr.Textbox(
+            label="correlation matrix (K x K)",
+            visible=False,
+            placeholder="1, -0.5; -0.5, 1",
+            lines=3,
+        ),
+        "region": gr.Radio(
+            list(REGIONS),
+            value=REGIONS[0],
+            label="shared subspace",
+            visible=False,
+            elem_id="region",
+        ),
+        "share": gr.Slider(
+            0,
+            1,
+            value=1.0,
+            step=0.05,
+            label="share",
+            visible=False,
+            info="1 = the same noise in the shared region",
+        ),
+        "cutoff": gr.Slider(
+            0.01,
+            0.5,
+            value=0.125,
+            step=0.005,
+            visible=False,
+            label="band cutoff (cycles per latent pixel)",
+        ),
+        "mask": gr.ImageMask(
+            label="Shared region (Brush)",
+            type="numpy",
+            image_mode="RGBA",
+            canvas_size=(256, 256),
+            visible=False,
+            sources=["upload"],
+            elem_id="mask",
+        ),
+        "num_images": gr.Slider(
+            2,
+            limits.max_images,
+            value=min(8, limits.max_images),
+            step=1,
+            label="Gallery size",
+            elem_id="num_images",
+        ),
+        "seed": gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed"),
+        "steps": gr.Slider(
+            1,
+            limits.max_steps,
+            value=min(20, limits.max_steps),
+            step=1,
+            label="Steps",
+            elem_id="steps",
+        ),
+        "guidance": gr.Slider(0, 20, value=LAB_DEFAULTS["guidance"], step=0.5, label="Guidance"),
+        "size": gr.Slider(
+            *LAB_SIZE_RANGE[:2],
+            value=LAB_SIZE_RANGE[3],
+            step=LAB_SIZE_RANGE[2],
+            label="Image size (pixels)",
+            elem_id="size",
+        ),
+    }
 
 
 def build_demo(
@@ -239,116 +356,12 @@ def build_demo(
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                prompt = gr.Textbox(label="Prompt", value="a circle", elem_id="prompt")
-                negative = gr.Textbox(label="Negative prompt", elem_id="negative")
-                model = gr.Dropdown(
-                    models.names, value=models.names[0], label="Model", elem_id="model"
-                )
-                coupling = gr.Dropdown(
-                    list(COUPLINGS), value="repulsive", label="Coupling", elem_id="coupling"
-                )
-                strength = gr.Slider(
-                    0,
-                    1,
-                    value=1.0,
-                    step=0.05,
-                    label="strength",
-                    info="1 = zero-sum, maximally repulsive",
-                )
-                rho = gr.Slider(
-                    -1,
-                    1,
-                    value=0.3,
-                    step=0.05,
-                    label="rho",
-                    visible=False,
-                    info="pairwise correlation, at least -1/(K-1)",
-                )
-                correlation = gr.Textbox(
-                    label="correlation matrix (K x K)",
-                    visible=False,
-                    placeholder="1, -0.5; -0.5, 1",
-                    lines=3,
-                )
-                region = gr.Radio(
-                    list(REGIONS),
-                    value=REGIONS[0],
-                    label="shared subspace",
-                    visible=False,
-                    elem_id="region",
-                )
-                share = gr.Slider(
-                    0,
-                    1,
-                    value=1.0,
-                    step=0.05,
-                    label="share",
-                    visible=False,
-                    info="1 = the same noise in the shared region",
-                )
-                cutoff = gr.Slider(
-                    0.01,
-                    0.5,
-                    value=0.125,
-                    step=0.005,
-                    visible=False,
-                    label="band cutoff (cycles per latent pixel)",
-                )
-                mask = gr.ImageMask(
-                    label="Shared region (Brush)",
-                    type="numpy",
-                    image_mode="RGBA",
-                    canvas_size=(256, 256),
-                    visible=False,
-                    sources=["upload"],
-                    elem_id="mask",
-                )
-                num_images = gr.Slider(
-                    2,
-                    limits.max_images,
-                    value=min(8, limits.max_images),
-                    step=1,
-                    label="Gallery size",
-                    elem_id="num_images",
-                )
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                steps = gr.Slider(
-                    1,
-                    limits.max_steps,
-                    value=min(20, limits.max_steps),
-                    step=1,
-                    label="Steps",
-                    elem_id="steps",
-                )
-                guidance = gr.Slider(
-                    0, 20, value=LAB_DEFAULTS["guidance"], step=0.5, label="Guidance"
-                )
-                size = gr.Slider(
-                    *LAB_SIZE_RANGE[:2],
-                    value=LAB_SIZE_RANGE[3],
-                    step=LAB_SIZE_RANGE[2],
-                    label="Image size (pixels)",
-                    elem_id="size",
-                )
+                controls = input_controls(models, limits)
                 button = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column(scale=2):
                 with gr.Row():
-                    independent = gr.Gallery(
-                        label="Independent",
-                        format="png",
-                        columns=4,
-                        elem_classes="pair-gallery",
-                        elem_id="independent",
-                        object_fit="contain",
-                    )
-                    coupled = gr.Gallery(
-                        label="Coupled",
-                        format="png",
-                        columns=4,
-                        elem_classes="pair-gallery",
-                        elem_id="coupled",
-                        object_fit="contain",
-                    )
+                    independent = pair_gallery("Independent")
+                    coupled = pair_gallery("Coupled")
                 metrics = gr.Dataframe(
                     headers=TABLE_HEADERS,
                     label="Metrics",
@@ -360,30 +373,19 @@ def build_demo(
                 download = gr.DownloadButton(
                     "Download run (.zip)", visible=False, elem_id="download"
                 )
-        controls = [strength, rho, correlation, region, share, cutoff, mask]
-        coupling.change(coupling_controls, [coupling, region], controls, queue=False)
-        region.change(coupling_controls, [coupling, region], controls, queue=False)
-        model.change(state.model_settings, model, [size, steps, guidance], concurrency_limit=1)
-        inputs = [
-            prompt,
-            negative,
-            model,
-            coupling,
-            strength,
-            rho,
-            correlation,
-            region,
-            share,
-            cutoff,
-            mask,
-            num_images,
-            seed,
-            steps,
-            guidance,
-            size,
-        ]
+        coupling, region, model = controls["coupling"], controls["region"], controls["model"]
+        shown = [controls[name] for name in COUPLING_CONTROLS]
+        for trigger in (coupling, region):
+            trigger.change(coupling_controls, [coupling, region], shown, queue=False)
+        settings = [controls[name] for name in ("size", "steps", "guidance")]
+        model.change(state.model_settings, model, settings, concurrency_limit=1)
+        # the generate API takes the controls in the order of Demo.request's arguments
+        names = list(inspect.signature(Demo.request).parameters)[1:]
         button.click(
-            state.generate, inputs, [independent, coupled, metrics, download], api_name="generate"
+            state.generate,
+            [controls[name] for name in names],
+            [independent, coupled, metrics, download],
+            api_name="generate",
         )
     return demo
 

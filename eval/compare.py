@@ -36,6 +36,7 @@ from pipelines.images import save_image, save_png
 from pipelines.lab import LabPipeline, parse_lab_spec
 from pipelines.lab.readout import gallery_readout
 from pipelines.lab.world import SIZES as LAB_SIZES
+from pipelines.loading import is_lab, load_pipeline
 
 from .backbones import Backbones
 from .gallery import METRICS, gallery_metrics
@@ -46,11 +47,6 @@ SD_DEFAULTS = {"steps": 30, "guidance": 7.5}
 LAB_SIZE_RANGE = (LAB_SIZES[0], LAB_SIZES[-1], LAB_SIZES[1] - LAB_SIZES[0], LAB_SIZES[0])
 NO_CLIP = "not computed: no CLIP backbone loaded (none offline; start app.py with --clip)"
 Progress = Callable[[float, str], None]
-
-
-def is_lab(model: str) -> bool:
-    """Whether ``model`` names the built-in lab model ("lab" or "lab:...")."""
-    return model.split(":", 1)[0].strip().lower() == LAB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +208,6 @@ class Models:
 
     def get(self, model: str, size: int | None = None) -> Any:
         """The loaded pipeline for ``model`` (at ``size`` for the lab), loading it on first use."""
-        from pipelines.loading import load_pipeline
-
         self.check(model)
         spec = pipeline_spec(model, size)
         with self._lock:
@@ -326,11 +320,12 @@ def compare(
     (with its mask / matrix), and the coupled noise for this model's latent shape.
     """
     report = progress or (lambda fraction, text: None)
-    (limits or Limits()).check(request)
+    limits = limits or Limits()
+    limits.check(request)
     coupling = request.build_coupling()
     size = request.size
     if size is not None and not isinstance(pipe, LabPipeline):
-        low, high, step, _ = size_range(pipe, limits or Limits())
+        low, high, step, _ = size_range(pipe, limits)
         if not low <= size <= high or size % step:
             raise ValueError(
                 f"image size {size} is outside this model's range: {low} to {high} pixels in "
@@ -429,8 +424,6 @@ def write_run_zip(result: Comparison, path: str | Path) -> Path:
 
 def load_request(folder: str | Path) -> Request:
     """The Request a run folder's config.json (and mask.png) describes."""
-    from PIL import Image
-
     folder = Path(folder)
     fields = json.loads((folder / "config.json").read_text())["request"]
     if fields.get("mask"):

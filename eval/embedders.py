@@ -6,6 +6,7 @@ Loading (local path, cache, hub id) lives in ``eval.backbones``; these classes o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -58,8 +59,33 @@ def resize_and_crop(
     return images[..., top : top + size[0], left : left + size[1]]
 
 
+class _Batched:
+    """Shared by the embedders (dataclasses with ``model`` and ``batch_size`` fields)."""
+
+    model: torch.nn.Module
+    batch_size: int
+
+    @property
+    def _param(self) -> torch.Tensor:
+        return next(self.model.parameters())
+
+    def _batched(self, items, embed: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """``embed`` on ``batch_size`` items at a time: its [n, D] outputs as float32 on the CPU."""
+        starts = range(0, len(items), self.batch_size)
+        return torch.cat([embed(items[s : s + self.batch_size]).float().cpu() for s in starts])
+
+
+class _Clip(_Batched):
+    """A CLIP embedder: also its temperature."""
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature exp(t)."""
+        return float(self.model.logit_scale.exp())
+
+
 @dataclass(eq=False)
-class OpenClipEmbedder:
+class OpenClipEmbedder(_Clip):
     """An open_clip model with its tokenizer and preprocessing settings."""
 
     model: torch.nn.Module
@@ -67,46 +93,36 @@ class OpenClipEmbedder:
     name: str
     batch_size: int = 32
 
-    @property
-    def _param(self) -> torch.Tensor:
-        return next(self.model.parameters())
-
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings [N, D] (not normalised) of images [N, 3, H, W] in [0, 1]."""
         check_images(images)
         cfg = self.model.visual.preprocess_cfg
-        mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(cfg["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        device = self._param.device
+        mean = torch.tensor(cfg["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(cfg["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         size = cfg["size"] if isinstance(cfg["size"], (tuple, list)) else (cfg["size"],) * 2
-        out = []
-        for start in range(0, images.shape[0], self.batch_size):
-            x = images[start : start + self.batch_size].to(self._param.device, torch.float32)
+
+        def embed(chunk: torch.Tensor) -> torch.Tensor:
             x = resize_and_crop(
-                x,
+                chunk.to(device, torch.float32),
                 tuple(size),
                 interpolation=cfg["interpolation"],
                 resize_mode=cfg["resize_mode"],
                 fill=cfg.get("fill_color", 0) / 255,
             )
-            x = (x - mean.to(x.device)) / std.to(x.device)
-            out.append(self.model.encode_image(x.to(self._param.dtype)).float().cpu())
-        return torch.cat(out)
+            return self.model.encode_image(((x - mean) / std).to(self._param.dtype))
+
+        return self._batched(images, embed)
 
     @torch.no_grad()
     def embed_texts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings [N, D] (not normalised) of ``prompts``."""
         prompts = _check_prompts(prompts)
-        out = []
-        for start in range(0, len(prompts), self.batch_size):
-            tokens = self.tokenizer(prompts[start : start + self.batch_size])
-            out.append(self.model.encode_text(tokens.to(self._param.device)).float().cpu())
-        return torch.cat(out)
-
-    @property
-    def logit_scale(self) -> float:
-        """The model's learned temperature exp(t)."""
-        return float(self.model.logit_scale.exp())
+        return self._batched(
+            prompts,
+            lambda chunk: self.model.encode_text(self.tokenizer(chunk).to(self._param.device)),
+        )
 
 
 def _tensor_output(output) -> torch.Tensor:
@@ -115,39 +131,46 @@ def _tensor_output(output) -> torch.Tensor:
 
 
 @dataclass(eq=False)
-class HFClipEmbedder:
-    """A transformers CLIP model (e.g. PickScore) with its processor."""
+class _HFEmbedder(_Batched):
+    """A transformers model with its processor, which takes images as 0-255 values."""
 
     model: torch.nn.Module
     processor: object
     name: str
     batch_size: int = 32
 
-    @property
-    def _param(self) -> torch.Tensor:
-        return next(self.model.parameters())
-
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings [N, D] via the processor (expects 0-255 values, so images * 255)."""
+        """Image embeddings [N, D] of images [N, 3, H, W] in [0, 1] (given to the processor * 255)."""
         check_images(images)
-        out = []
-        for start in range(0, images.shape[0], self.batch_size):
-            chunk = list((images[start : start + self.batch_size].float() * 255).cpu())
-            pixels = self.processor(images=chunk, return_tensors="pt")["pixel_values"]
-            pixels = pixels.to(self._param.device, self._param.dtype)
-            out.append(_tensor_output(self.model.get_image_features(pixels)).float().cpu())
-        return torch.cat(out)
+        return self._batched(images, lambda chunk: self._image_features(self._pixel_values(chunk)))
+
+    def _pixel_values(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = self.processor(images=list((images.float() * 255).cpu()), return_tensors="pt")
+        return pixels["pixel_values"].to(self._param.device, self._param.dtype)
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The model's ``pooler_output`` (DINOv2: the layer-normed CLS token)."""
+        return self.model(pixel_values=pixels).pooler_output
+
+
+@dataclass(eq=False)
+class HFClipEmbedder(_HFEmbedder, _Clip):
+    """A transformers CLIP model (e.g. PickScore) with its processor."""
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The projected image embedding."""
+        return _tensor_output(self.model.get_image_features(pixels))
 
     @torch.no_grad()
     def embed_texts(self, prompts: list[str]) -> torch.Tensor:
         """Text embeddings [N, D] of ``prompts`` (truncated to the model's context length)."""
         prompts = _check_prompts(prompts)
         max_length = self.model.config.text_config.max_position_embeddings
-        out = []
-        for start in range(0, len(prompts), self.batch_size):
+
+        def embed(chunk: list[str]) -> torch.Tensor:
             tokens = self.processor(
-                text=prompts[start : start + self.batch_size],
+                text=chunk,
                 return_tensors="pt",
                 padding=True,
                 truncation=True,
@@ -157,33 +180,11 @@ class HFClipEmbedder:
                 tokens["input_ids"].to(self._param.device),
                 tokens["attention_mask"].to(self._param.device),
             )
-            out.append(_tensor_output(features).float().cpu())
-        return torch.cat(out)
+            return _tensor_output(features)
 
-    @property
-    def logit_scale(self) -> float:
-        """The model's learned temperature exp(t)."""
-        return float(self.model.logit_scale.exp())
+        return self._batched(prompts, embed)
 
 
 @dataclass(eq=False)
-class HFImageEmbedder:
+class HFImageEmbedder(_HFEmbedder):
     """A transformers vision model (e.g. DINOv2) with its image processor; embedding = pooled CLS."""
-
-    model: torch.nn.Module
-    processor: object
-    name: str
-    batch_size: int = 32
-
-    @torch.no_grad()
-    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings [N, D]: the model's ``pooler_output`` (DINOv2: layer-normed CLS token)."""
-        check_images(images)
-        param = next(self.model.parameters())
-        out = []
-        for start in range(0, images.shape[0], self.batch_size):
-            chunk = list((images[start : start + self.batch_size].float() * 255).cpu())
-            pixels = self.processor(images=chunk, return_tensors="pt")["pixel_values"]
-            output = self.model(pixel_values=pixels.to(param.device, param.dtype))
-            out.append(output.pooler_output.float().cpu())
-        return torch.cat(out)

@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = [p for p in args.prompt]
+    prompts = list(args.prompt)
     if args.prompts_file is not None:
         if not args.prompts_file.is_file():
             raise ValueError(f"--prompts-file {args.prompts_file} does not exist")
@@ -118,7 +118,7 @@ def check_out(out: Path, overwrite: bool) -> None:
         raise ValueError(f"--out {out} is not empty; pick a new folder or pass --overwrite")
 
 
-def write_run(folder: Path, galleries, prompts: list[str], specs, compare: bool) -> list[dict]:
+def write_run(folder: Path, galleries, prompts: list[str], compare: bool) -> list[dict]:
     """Images, grids and galleries.json into ``folder``; returns the galleries.json entries."""
     from pipelines.images import image_grid, save_image, save_png
 
@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it owner-only
     try:
-        entries = write_run(staging, galleries, prompts, specs, args.compare)
+        entries = write_run(staging, galleries, prompts, args.compare)
         write_json(staging / "galleries.json", entries)
         write_json(staging / "config.json", config)
         if out.exists():

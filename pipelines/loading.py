@@ -48,6 +48,11 @@ def parse_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.
     return DTYPES[dtype.lower()]
 
 
+def is_lab(model: str) -> bool:
+    """Whether ``model`` names the built-in lab model ("lab" or "lab:...")."""
+    return model.split(":", 1)[0].strip().lower() == "lab"
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -160,7 +165,7 @@ def load_pipeline(
     dtype = parse_dtype(dtype, device)
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a non-empty string, got {model!r}")
-    if model.split(":", 1)[0].strip().lower() == "lab":
+    if is_lab(model):
         from pipelines.lab import load_lab_pipeline
 
         return load_lab_pipeline(model, device=device, dtype=dtype)

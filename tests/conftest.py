@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: tiny random-weight pipelines (built once per session) and saved copies.
+"""Shared pytest fixtures: tiny random-weight pipelines and open_clip model (built once per session).
 
 The session pipelines are shared by every test: do not mutate them (no scheduler swap, no .to()).
 For another scheduler use ``tests.tiny_models.with_scheduler(pipe, scheduler)``, which returns a new
@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-from tests.tiny_models import BUILDERS, save_tiny
+from tests.tiny_models import BUILDERS, save_tiny, save_tiny_open_clip
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two OpenMP threads
 # per process made a tiny SD1.5 call 10-30x slower (measured: 0.4 s at 1 thread, 5-15 s at 2).
@@ -65,3 +65,9 @@ def tiny_pipeline_dir(tmp_path_factory, tiny_pipes):
         return saved[family]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_open_clip_dir(tmp_path_factory):
+    """A tiny open_clip model as a local-dir: folder, saved once (read it, do not write to it)."""
+    return save_tiny_open_clip(tmp_path_factory.mktemp("tiny_open_clip"))

@@ -215,47 +215,17 @@ def test_two_processes_give_the_rows_of_one(reference, tmp_path):
     assert [s["processes"] for s in sessions] == [2]
 
 
-def tiny_open_clip(path: Path) -> Path:
-    """A tiny open_clip model saved as a local-dir: folder (random weights, real loading path)."""
-    import open_clip
-    import torch
-
-    config = {
-        "model_cfg": {
-            "embed_dim": 16,
-            "vision_cfg": {
-                "image_size": 32,
-                "layers": 1,
-                "width": 32,
-                "head_width": 16,
-                "patch_size": 8,
-            },
-            "text_cfg": {
-                "context_length": 77,
-                "vocab_size": 49408,
-                "width": 32,
-                "heads": 2,
-                "layers": 1,
-            },
-        },
-    }
-    path.mkdir()
-    (path / "open_clip_config.json").write_text(json.dumps(config))
-    torch.manual_seed(0)
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
-    torch.save(model.state_dict(), path / "open_clip_pytorch_model.bin")
-    return path
-
-
-def test_tiny_sd15_run_with_alignment_metric(tmp_path, tiny_pipeline_dir):
+def test_tiny_sd15_run_with_alignment_metric(tmp_path, tiny_pipeline_dir, tiny_open_clip_dir):
     out = tmp_path / "run"
-    clip = tiny_open_clip(tmp_path / "clip")
     data = {
         "models": [{"path": str(tiny_pipeline_dir("sd15")), "name": "tiny-sd15"}],
         "couplings": ["independent", "repulsive"],
         "prompts": {"source": "builtin", "n": 2, "seed": 0},
         "generation": {"num_images": 2, "steps": 2, "guidance": 3.0},
-        "metrics": {"names": ["l2", "ms_ssim", "clip_score"], "clip_model": f"local-dir:{clip}"},
+        "metrics": {
+            "names": ["l2", "ms_ssim", "clip_score"],
+            "clip_model": f"local-dir:{tiny_open_clip_dir}",
+        },
         "output": {"dir": str(out), "save_images": True, "grids": 1},
     }
     run_batch(validate_config(data), progress=False)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -59,39 +57,6 @@ def hf_clip_dir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def open_clip_dir(tmp_path_factory):
-    """A tiny open_clip model in a local-dir: folder (config + saved random weights)."""
-    import open_clip
-
-    path = tmp_path_factory.mktemp("tiny_open_clip")
-    config = {
-        "model_cfg": {
-            "embed_dim": 16,
-            "vision_cfg": {
-                "image_size": 32,
-                "layers": 1,
-                "width": 32,
-                "head_width": 16,
-                "patch_size": 8,
-            },
-            "text_cfg": {
-                "context_length": 77,
-                "vocab_size": 49408,
-                "width": 32,
-                "heads": 2,
-                "layers": 1,
-            },
-        },
-        "preprocess_cfg": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
-    }
-    (path / "open_clip_config.json").write_text(json.dumps(config))
-    torch.manual_seed(1)
-    model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
-    torch.save(model.state_dict(), path / "open_clip_pytorch_model.bin")
-    return path
-
-
 def test_hf_clip_score_equals_torchmetrics_clip_score(hf_clip_dir):
     from torchmetrics.functional.multimodal import clip_score as tm_clip_score
     from transformers import CLIPModel, CLIPProcessor
@@ -133,21 +98,21 @@ def test_pick_score_is_temperature_times_cosine(hf_clip_dir):
     torch.testing.assert_close(got.float(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_load_clip_from_local_dir_loads_the_saved_weights(open_clip_dir):
-    embedder = load_clip(f"local-dir:{open_clip_dir}", None)
-    saved = torch.load(open_clip_dir / "open_clip_pytorch_model.bin", weights_only=True)
+def test_load_clip_from_local_dir_loads_the_saved_weights(tiny_open_clip_dir):
+    embedder = load_clip(f"local-dir:{tiny_open_clip_dir}", None)
+    saved = torch.load(tiny_open_clip_dir / "open_clip_pytorch_model.bin", weights_only=True)
     for name, param in embedder.model.state_dict().items():
         torch.testing.assert_close(param, saved[name])
     assert not embedder.model.training
     assert not any(p.requires_grad for p in embedder.model.parameters())
 
 
-def test_open_clip_embedder_preprocessing_matches_open_clip_transform(open_clip_dir):
+def test_open_clip_embedder_preprocessing_matches_open_clip_transform(tiny_open_clip_dir):
     import open_clip
     from PIL import Image
 
-    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{open_clip_dir}")
-    embedder = load_clip(f"local-dir:{open_clip_dir}", None)
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_open_clip_dir}")
+    embedder = load_clip(f"local-dir:{tiny_open_clip_dir}", None)
     # Values on the uint8 grid and the model's own size: PIL and tensor paths agree exactly.
     images = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0)) / 255
     pil = [Image.fromarray((im.permute(1, 2, 0) * 255).round().byte().numpy()) for im in images]
@@ -165,8 +130,8 @@ def test_open_clip_embedder_preprocessing_matches_open_clip_transform(open_clip_
     assert (ours - expected).abs().mean() < 0.05  # normalised units (std ~0.25): ~1% of range
 
 
-def test_open_clip_score_matches_direct_cosine(open_clip_dir):
-    embedder = load_clip(f"local-dir:{open_clip_dir}", None)
+def test_open_clip_score_matches_direct_cosine(tiny_open_clip_dir):
+    embedder = load_clip(f"local-dir:{tiny_open_clip_dir}", None)
     images = _images(2, size=32)
     image = embedder.embed_images(images)
     text = embedder.embed_texts(["a photo"])

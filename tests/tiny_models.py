@@ -9,12 +9,14 @@ character-level Unigram vocabulary (no hub access; see /work/shared/OFFLINE.md).
     pipe = tiny_sd15()                  # StableDiffusionPipeline, DDIM, eval mode, CPU float32
     pipe = tiny_sdxl(); tiny_sd3(); tiny_flux()   # Euler / flow-match Euler defaults
     path = save_tiny(pipe, tmp_path)    # save_pretrained(safe_serialization=True); returns the dir
+    clip = save_tiny_open_clip(tmp_path / "clip")   # load_clip(f"local-dir:{clip}", None)
     with capture_denoiser_inputs(pipe) as inputs: pipe(...)   # inputs[0]: first denoiser input
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import torch
@@ -109,12 +111,12 @@ def _vae(latent_channels: int, **kwargs):
     ).eval()
 
 
-def tiny_sd15(scheduler=None):
-    """StableDiffusionPipeline: UNet 4 -> 4 channels, latents [4, 8, 8] at 64 x 64, DDIM default."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+def _unet(**kwargs):
+    """A 2-level UNet 4 -> 4 channels at the 8 x 8 latent grid; ``kwargs``: the family's parts."""
+    from diffusers import UNet2DConditionModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(16, 32),
         layers_per_block=1,
         sample_size=DEFAULT_SIZE // 8,
@@ -122,21 +124,30 @@ def tiny_sd15(scheduler=None):
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=4,
         norm_num_groups=8,
+        **kwargs,
     ).eval()
+
+
+# SD1.5 / SDXL noise schedule, and the SD3 / Flux VAE (16 channels, shifted and scaled latents)
+_SD_BETAS = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear"}
+_FLOW_VAE = {
+    "use_quant_conv": False,
+    "use_post_quant_conv": False,
+    "shift_factor": 0.0609,
+    "scaling_factor": 1.5035,
+}
+
+
+def tiny_sd15(scheduler=None):
+    """StableDiffusionPipeline: UNet 4 -> 4 channels, latents [4, 8, 8] at 64 x 64, DDIM default."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    unet = _unet(cross_attention_dim=TEXT_HIDDEN, attention_head_dim=4)
     pipe = StableDiffusionPipeline(
         unet=unet,
         scheduler=scheduler
-        or DDIMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-        ),
+        or DDIMScheduler(**_SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1),
         vae=_vae(4),
         text_encoder=_text_encoder(),
         tokenizer=tiny_tokenizer(),
@@ -151,17 +162,9 @@ def tiny_sd15(scheduler=None):
 
 def tiny_sdxl(scheduler=None):
     """StableDiffusionXLPipeline: two CLIP encoders, text-time conditioning, latents [4, 8, 8]."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=DEFAULT_SIZE // 8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = _unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -169,18 +172,11 @@ def tiny_sdxl(scheduler=None):
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=6 * 8 + TEXT_HIDDEN,
         cross_attention_dim=2 * TEXT_HIDDEN,
-        norm_num_groups=8,
-    ).eval()
+    )
     pipe = StableDiffusionXLPipeline(
         unet=unet,
         scheduler=scheduler
-        or EulerDiscreteScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            steps_offset=1,
-            timestep_spacing="leading",
-        ),
+        or EulerDiscreteScheduler(**_SD_BETAS, steps_offset=1, timestep_spacing="leading"),
         vae=_vae(4),
         text_encoder=_text_encoder(),
         text_encoder_2=_text_encoder(with_projection=True),
@@ -218,13 +214,7 @@ def tiny_sd3(scheduler=None):
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=scheduler or FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=_vae(
-            16,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            shift_factor=0.0609,
-            scaling_factor=1.5035,
-        ),
+        vae=_vae(16, **_FLOW_VAE),
         text_encoder=_text_encoder(with_projection=True),
         text_encoder_2=_text_encoder(with_projection=True),
         text_encoder_3=_t5_encoder(len(t5_tokenizer), 2 * TEXT_HIDDEN),
@@ -257,13 +247,7 @@ def tiny_flux(scheduler=None):
     pipe = FluxPipeline(
         transformer=transformer,
         scheduler=scheduler or FlowMatchEulerDiscreteScheduler(),
-        vae=_vae(
-            16,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            shift_factor=0.0609,
-            scaling_factor=1.5035,
-        ),
+        vae=_vae(16, **_FLOW_VAE),
         text_encoder=_text_encoder(),
         tokenizer=tiny_tokenizer(),
         text_encoder_2=_t5_encoder(len(t5_tokenizer), TEXT_HIDDEN),
@@ -280,6 +264,42 @@ def save_tiny(pipe, path: str | Path) -> Path:
     """Save ``pipe`` as a diffusers folder with safetensors weights; returns the folder."""
     path = Path(path)
     pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_tiny_open_clip(path: str | Path) -> Path:
+    """A tiny random-weight open_clip model saved as a ``local-dir:`` folder (config + weights).
+
+    Its preprocessing mean / std are not CLIP's, so a test sees whether they are applied.
+    """
+    import open_clip
+
+    path = Path(path)
+    config = {
+        "model_cfg": {
+            "embed_dim": 16,
+            "vision_cfg": {
+                "image_size": 32,
+                "layers": 1,
+                "width": 32,
+                "head_width": 16,
+                "patch_size": 8,
+            },
+            "text_cfg": {
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": 32,
+                "heads": 2,
+                "layers": 1,
+            },
+        },
+        "preprocess_cfg": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
+    }
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "open_clip_config.json").write_text(json.dumps(config))
+    torch.manual_seed(1)
+    model = open_clip.create_model(f"local-dir:{path}", load_weights=False)
+    torch.save(model.state_dict(), path / "open_clip_pytorch_model.bin")
     return path
 
 
