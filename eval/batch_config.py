@@ -84,7 +84,9 @@ class ModelSpec:
 
     @property
     def is_lab(self) -> bool:
-        return self.path.split(":", 1)[0].strip().lower() == "lab"
+        from pipelines.loading import is_lab  # lazy: keeps config checks free of torch imports
+
+        return is_lab(self.path)
 
 
 @dataclass(frozen=True)
