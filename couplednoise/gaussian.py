@@ -33,7 +33,8 @@ def equicorrelated_draw(
     mean = z.mean(dim=0, keepdim=True)
     a = math.sqrt(1.0 - rho)
     b = math.sqrt(max(1.0 + (n - 1) * rho, 0.0))
-    return z.mul_(a).add_(mean, alpha=b - a)
+    # a z + (b - a) mean as one fused in-place pass: lerp(z, end, w) = (1 - w) z + w end
+    return z.lerp_(mean.mul_((b - a) / (1.0 - a)), 1.0 - a)
 
 
 def rho_lower_bound(n: int) -> float:

@@ -33,7 +33,7 @@ def gram_schmidt_rows(g: torch.Tensor, row_scale: torch.Tensor | None = None) ->
         scale = gram.diagonal().sqrt() if row_scale is None else row_scale.double()
         to_frame = torch.linalg.solve_triangular(
             torch.linalg.cholesky(gram), torch.diag(scale), upper=False, left=False
-        )
+        )  # diag(scale) L^-1; a triangular solve on g itself measured 2x slower than this matmul
         return to_frame.float() @ g
     scale = g.double().norm(dim=1) if row_scale is None else row_scale.double()
     q, r = torch.linalg.qr(g.double().T)
