@@ -1,11 +1,11 @@
-"""The lab's exact denoiser against brute-force references on tiny data."""
+"""The lab's exact and local denoisers against brute-force references on tiny data."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pipelines.lab.denoiser import model_output, posterior_mean
+from pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
 
 
 def brute_force_posterior_mean(x, scenes, alpha, sigma, smoothing):
@@ -79,3 +79,97 @@ def test_posterior_mean_rejects_mismatched_inputs():
         posterior_mean(torch.zeros(1, 3), torch.zeros(0, 3), 1.0, 0.5)
     with pytest.raises(ValueError, match="features per row"):
         posterior_mean(torch.zeros(1, 3), torch.zeros(2, 4), 1.0, 0.5)
+
+
+def brute_force_local_posterior_mean(x, scenes, alpha, sigma, smoothing, window):
+    """Pixel by pixel: the mixture posterior of the window around the pixel (clipped at the
+    border), its per-scene Gaussian means read at the pixel (float64 loops)."""
+    r = window // 2
+    out = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                rows, cols = slice(max(0, i - r), i + r + 1), slice(max(0, j - r), j + r + 1)
+                patch, patches = x[b, :, rows, cols], scenes[:, :, rows, cols]
+                posterior = brute_force_posterior_mean(
+                    patch.flatten()[None], patches.flatten(1), alpha, sigma, smoothing
+                ).view_as(patch)
+                out[b, :, i, j] = posterior[:, i - rows.start, j - cols.start]
+    return out
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("window", [1, 3, 5])
+def test_local_posterior_mean_equals_per_pixel_brute_force(window, smoothing):
+    gen = torch.Generator().manual_seed(3)
+    scenes = torch.rand(5, 2, 6, 5, generator=gen, dtype=torch.float64) * 2 - 1
+    alpha, sigma = 0.7, 0.6
+    x = alpha * scenes[torch.tensor([0, 2, 4])] + sigma * torch.randn(
+        3, 2, 6, 5, generator=gen, dtype=torch.float64
+    )
+    got = local_posterior_mean(
+        x, scenes, alpha, sigma, window=window, smoothing=smoothing, chunk_size=2
+    )
+    expected = brute_force_local_posterior_mean(x, scenes, alpha, sigma, smoothing, window)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("window", [11, 13, 99])  # 2 * 6 - 1 = 11: every window is the image
+def test_a_window_covering_the_image_is_the_exact_denoiser(window):
+    gen = torch.Generator().manual_seed(4)
+    scenes = torch.rand(6, 3, 6, 5, generator=gen, dtype=torch.float64) * 2 - 1
+    x = 0.5 * scenes[:4] + 0.86 * torch.randn(4, 3, 6, 5, generator=gen, dtype=torch.float64)
+    got = local_posterior_mean(x, scenes, 0.5, 0.86, window=window, smoothing=0.1, chunk_size=4)
+    exact = posterior_mean(x.flatten(1), scenes.flatten(1), 0.5, 0.86, smoothing=0.1)
+    torch.testing.assert_close(got, exact.view_as(x), rtol=1e-10, atol=1e-10)
+    smaller = local_posterior_mean(x, scenes, 0.5, 0.86, window=9, smoothing=0.1)
+    assert (smaller - exact.view_as(x)).abs().max() > 1e-3  # a smaller window is really local
+
+
+def test_local_posterior_mean_is_stable_at_tiny_noise():
+    gen = torch.Generator().manual_seed(5)
+    scenes = torch.rand(20, 3, 8, 8, generator=gen) * 2 - 1
+    x = scenes[3:5] + 1e-4 * torch.randn(2, 3, 8, 8, generator=gen)
+    got = local_posterior_mean(x, scenes, 1.0, 1e-4, window=3, chunk_size=7)
+    torch.testing.assert_close(got, scenes[3:5])
+
+
+def test_local_posterior_mean_rejects_bad_windows_and_shapes():
+    scenes = torch.zeros(2, 3, 4, 4)
+    for window in (0, 4):
+        with pytest.raises(ValueError, match="odd number"):
+            local_posterior_mean(torch.zeros(1, 3, 4, 4), scenes, 1.0, 0.5, window=window)
+    with pytest.raises(ValueError, match=r"x must be \[B, 3, 4, 4\]"):
+        local_posterior_mean(torch.zeros(1, 3, 4, 5), scenes, 1.0, 0.5, window=3)
+    with pytest.raises(ValueError, match="at least one scene"):
+        local_posterior_mean(torch.zeros(1, 3, 4, 4), scenes[:0], 1.0, 0.5, window=3)
+
+
+def test_lab_locality_option_swaps_in_the_local_denoiser():
+    from pipelines.lab import load_lab_pipeline, parse_lab_spec
+
+    assert parse_lab_spec("lab")["locality"] == 0
+    assert parse_lab_spec("lab:locality=7")["locality"] == 7
+    for spec in ("lab:locality=6", "lab:locality=-1"):
+        with pytest.raises(ValueError, match="odd window"):
+            load_lab_pipeline(spec)
+    prompt = "a large red circle at the center"  # 12 scenes
+    latents = torch.randn(
+        2, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    images = {}
+    for spec in ("lab", "lab:locality=63", "lab:locality=7"):
+        pipe = load_lab_pipeline(spec, dtype=torch.float64)
+        pipe.set_progress_bar_config(disable=True)
+        images[spec] = pipe(
+            prompt,
+            num_images_per_prompt=2,
+            latents=latents,
+            num_inference_steps=4,
+            output_type="pt",
+        )
+    exact, covering, local = (
+        images[s].images for s in ("lab", "lab:locality=63", "lab:locality=7")
+    )
+    torch.testing.assert_close(covering, exact, rtol=0, atol=1e-8)  # 63 = 2 * 32 - 1: global
+    assert (local - exact).abs().max() > 0.1

@@ -10,11 +10,15 @@ v = alpha^2 s^2 + sigma^2,
 Computed for a batch at once, streaming over chunks of scenes with a running log-sum-exp, so the
 memory is O(B (D + chunk)) and the cost O(B N D): linear in the number of scenes. Written here
 rather than taken from a library because no library offers a closed-form mixture denoiser.
+
+``local_posterior_mean`` is the optional closed-form *local* denoiser (Kamb & Ganguli 2024): the
+same formula with a separate posterior over the scenes for every pixel, from its window only.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 PARAMETERISATIONS = ("epsilon", "v_prediction", "sample", "flow")
 MIN_VARIANCE = 1e-10  # guards v = 0 (sigma = 0 and s = 0), where the posterior is a hard argmin
@@ -58,6 +62,68 @@ def posterior_mean(
     mean = weighted / total
     c = alpha * smoothing**2 / variance
     return mean if c == 0 else (1 - c * alpha) * mean + c * x
+
+
+def local_posterior_mean(
+    x: torch.Tensor,
+    scenes: torch.Tensor,
+    alpha: float,
+    sigma: float,
+    *,
+    window: int,
+    smoothing: float = 0.0,
+    chunk_size: int = 256,
+) -> torch.Tensor:
+    """The closed-form *local* denoiser for x [B, C, H, W] under scenes [N, C, H, W]; [B, C, H, W].
+
+    For every pixel p, a posterior over the scenes computed from the window W_p (``window`` x
+    ``window`` pixels centred on p, clipped at the border) only:
+    w_n(p) ∝ exp(-||x[W_p] - alpha mu_n[W_p]||^2 / (2 v)), then the same per-scene mean as
+    ``posterior_mean`` at pixel p. This is the local (not equivariant) score machine of Kamb &
+    Ganguli (2024, arXiv:2412.20292), a model of convolutional locality, not the posterior of
+    the scene law. When
+    every window holds the whole image (window >= 2 max(H, W) - 1) it equals ``posterior_mean``.
+    Streams over chunks of scenes with a running log-sum-exp; the window sum is a separable box
+    filter (two 1-D average pools) on the per-pixel squared residual summed over channels.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"locality window must be an odd number of pixels >= 1, got {window}")
+    if scenes.shape[0] == 0:
+        raise ValueError("local_posterior_mean needs at least one scene")
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(scenes.shape[1:]):
+        raise ValueError(
+            f"x must be [B, {', '.join(map(str, scenes.shape[1:]))}] like the scenes, "
+            f"got {list(x.shape)}"
+        )
+    variance = max(alpha**2 * smoothing**2 + sigma**2, MIN_VARIANCE)
+    b, _, h, w = x.shape
+    # A window larger than 2 side - 1 sees the whole image from every pixel: cap the pooling size.
+    ky, kx = min(window, 2 * h - 1), min(window, 2 * w - 1)
+    running_max = torch.full((b, 1, h, w), -torch.inf, dtype=x.dtype, device=x.device)
+    total = torch.zeros((b, 1, h, w), dtype=x.dtype, device=x.device)
+    weighted = torch.zeros_like(x)
+    for start in range(0, scenes.shape[0], chunk_size):
+        mu = scenes[start : start + chunk_size]  # [n, C, H, W]
+        residual = (x[:, None] - alpha * mu[None]).pow(2).sum(2)  # [B, n, H, W]
+        window_sum = box_sum(residual.flatten(0, 1)[:, None], ky, kx).view(b, -1, h, w)
+        logits = -window_sum / (2 * variance)
+        new_max = torch.maximum(running_max, logits.amax(1, keepdim=True))
+        rescale = torch.exp(running_max - new_max)
+        weights = torch.exp(logits - new_max)  # [B, n, H, W]
+        weighted = weighted * rescale + (weights[:, :, None] * mu[None]).sum(1)
+        total = total * rescale + weights.sum(1, keepdim=True)
+        running_max = new_max
+    mean = weighted / total
+    c = alpha * smoothing**2 / variance
+    return mean if c == 0 else (1 - c * alpha) * mean + c * x
+
+
+def box_sum(maps: torch.Tensor, ky: int, kx: int) -> torch.Tensor:
+    """Sum of ``maps`` [M, 1, H, W] over the ky x kx window centred on each pixel, zero outside
+    the image (so the window is clipped at the border); ky, kx odd. Returns [M, 1, H, W]."""
+    out = F.avg_pool2d(maps, (ky, 1), stride=1, padding=(ky // 2, 0), count_include_pad=True)
+    out = F.avg_pool2d(out, (1, kx), stride=1, padding=(0, kx // 2), count_include_pad=True)
+    return out * (ky * kx)
 
 
 def model_output(

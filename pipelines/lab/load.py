@@ -1,4 +1,4 @@
-"""Build the lab pipeline from a spec string: "lab" or "lab:size=64,scheduler=euler,smoothing=0.02"."""
+"""Build the lab pipeline from a spec string: "lab" or "lab:size=64,scheduler=euler,locality=7"."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import torch
 from pipelines.lab.pipeline import SCHEDULERS, LabPipeline
 from pipelines.lab.world import build_world
 
-DEFAULTS = {"size": 32, "scheduler": "ddim", "smoothing": 0.02, "variants": 2, "seed": 0}
+DEFAULTS = {
+    "size": 32,
+    "scheduler": "ddim",
+    "smoothing": 0.02,
+    "variants": 2,
+    "seed": 0,
+    "locality": 0,  # 0: the exact denoiser; w (odd): the closed-form local denoiser, w x w window
+}
 
 
 def parse_lab_spec(spec: str) -> dict:
@@ -34,6 +41,11 @@ def parse_lab_spec(spec: str) -> dict:
         raise ValueError(
             f"unknown lab scheduler {options['scheduler']!r}; valid: {', '.join(SCHEDULERS)}"
         )
+    if options["locality"] < 0 or (options["locality"] > 0 and options["locality"] % 2 == 0):
+        raise ValueError(
+            f"lab locality={options['locality']} must be 0 (exact denoiser) or an odd window "
+            "size in pixels (e.g. 'lab:locality=7')"
+        )
     return options
 
 
@@ -47,6 +59,7 @@ def load_lab_pipeline(
         world,
         SCHEDULERS[options["scheduler"]](),
         smoothing=options["smoothing"],
+        locality=options["locality"],
         device=device,
         dtype=dtype or torch.float32,
         name_or_path=spec,

@@ -27,7 +27,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from pipelines.lab.denoiser import model_output, posterior_mean
+from pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
 from pipelines.lab.prompts import parse_prompt
 from pipelines.lab.world import World
 
@@ -93,7 +93,12 @@ class LabUNetStub:
 
 
 class LabPipeline:
-    """The closed-form lab model: E[x0 | x_t] under the scenes matching the prompt, exactly."""
+    """The closed-form lab model: E[x0 | x_t] under the scenes matching the prompt, exactly.
+
+    ``locality`` = w > 0 swaps in the closed-form local denoiser (``local_posterior_mean``): a
+    posterior over the scenes per pixel from its w x w window (w odd), a model of a convolutional
+    network's locality rather than the exact posterior; 0 (default) is the exact denoiser.
+    """
 
     vae_scale_factor = 1
 
@@ -106,14 +111,20 @@ class LabPipeline:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         chunk_size: int = 1024,
+        locality: int = 0,
         name_or_path: str = "lab",
     ):
         if smoothing < 0:
             raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+        if locality < 0 or (locality > 0 and locality % 2 == 0):
+            raise ValueError(
+                f"locality must be 0 (exact denoiser) or an odd window in pixels, got {locality}"
+            )
         self.world = world
         self.scheduler = scheduler if scheduler is not None else SCHEDULERS["ddim"]()
         self.smoothing = float(smoothing)
         self.chunk_size = chunk_size
+        self.locality = int(locality)
         self.name_or_path = name_or_path
         self.unet = LabUNetStub(world.size, torch.device(device or "cpu"), dtype)
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
@@ -183,6 +194,18 @@ class LabPipeline:
 
     def _posterior(self, x: torch.Tensor, alpha: float, sigma: float, prompt: str) -> torch.Tensor:
         scenes, norms = self._bank(prompt)
+        if self.locality:
+            shape = (-1, *self.world.images.shape[1:])
+            return local_posterior_mean(
+                x.view(shape),
+                scenes.view(shape),
+                alpha,
+                sigma,
+                window=self.locality,
+                smoothing=self.smoothing,
+                # Its chunks hold [B, chunk, C, H, W] residuals: a quarter of the exact chunk.
+                chunk_size=max(1, self.chunk_size // 4),
+            ).flatten(1)
         return posterior_mean(
             x,
             scenes,
