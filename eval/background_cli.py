@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pipelines.cli_args import add_run_folder_arguments, add_sampling_arguments
+
 PROG = "couplednoise background"
 
 
@@ -55,8 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=int, default=50, help="sampling and inversion steps (default 50)"
     )
-    parser.add_argument("--guidance", type=float, help="guidance scale (pipeline default)")
-    parser.add_argument("--negative-prompt", help="negative prompt for every gallery")
     parser.add_argument(
         "--source-prompt", default="", help="prompt the inversion is conditioned on (default '')"
     )
@@ -73,8 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also score the images with the reference object pasted back",
     )
-    parser.add_argument("--height", type=int, help="pixels (pipeline default if unset)")
-    parser.add_argument("--width", type=int, help="pixels (pipeline default if unset)")
     parser.add_argument("--lpips", default="alex", help="LPIPS net (alex, vgg, squeeze) or none")
     parser.add_argument("--lpips-trunk", type=Path, help="torchvision weights file of the trunk")
     parser.add_argument(
@@ -87,11 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="metric backbones with random weights (smoke tests only)",
     )
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default fp16 on CUDA")
-    parser.add_argument("--device", help="cuda, cuda:1, cpu, ... (default cuda if available)")
-    parser.add_argument("--out", type=Path, required=True, help="run folder to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_sampling_arguments(parser)
+    add_run_folder_arguments(parser)
 
 
 def parse_floats(text: str, what: str) -> list[float]:
@@ -107,7 +102,9 @@ def parse_floats(text: str, what: str) -> list[float]:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every argument error before anything is loaded."""
-    is_lab = args.model.split(":", 1)[0].strip().lower() == "lab"
+    from pipelines.loading import is_lab as names_lab
+
+    is_lab = names_lab(args.model)
     pair = args.image is not None or args.mask is not None
     chosen = sum([pair, args.dataset is not None, args.lab_scene is not None])
     if chosen != 1:

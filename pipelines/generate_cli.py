@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from couplednoise.spec import describe_couplings, get_coupling
+from pipelines.cli_args import add_run_folder_arguments, add_sampling_arguments
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -69,20 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also generate independent galleries from the same seeds, grids side by side",
     )
     parser.add_argument("--steps", type=int, help="inference steps (pipeline default if unset)")
-    parser.add_argument("--guidance", type=float, help="guidance scale (pipeline default)")
-    parser.add_argument("--negative-prompt", help="negative prompt for every gallery")
-    parser.add_argument("--height", type=int, help="pixels (pipeline default if unset)")
-    parser.add_argument("--width", type=int, help="pixels (pipeline default if unset)")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default fp16 on CUDA")
-    parser.add_argument("--device", help="cuda, cuda:1, cpu, ... (default cuda if available)")
+    add_sampling_arguments(parser)
     parser.add_argument(
         "--local-files-only",
         action="store_true",
         help="never download: hub ids must be in the HF cache (default when HF_HUB_OFFLINE=1)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="run folder to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_run_folder_arguments(parser)
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
