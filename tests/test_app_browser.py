@@ -7,6 +7,7 @@ Saves a screenshot of the finished page to test-artifacts/app.png.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,6 +17,8 @@ import pytest
 pytest.importorskip("playwright")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():  # `make test` installs it (.ci/browser-deps)
+    if os.environ.get("CI"):  # in CI a missing browser is a failure, never a silent skip
+        pytest.fail("Debian's chromium is not installed: .ci/browser-deps did not run")
     pytest.skip(
         "Debian's chromium is not installed: run bash .ci/browser-deps", allow_module_level=True
     )
