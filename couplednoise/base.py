@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -111,12 +112,15 @@ class Coupling(abc.ABC):
 
     @property
     def spec(self) -> str:
-        """The string spec that rebuilds this coupling with ``get_coupling`` (scalar fields only)."""
+        """The string spec that rebuilds this coupling with ``get_coupling`` (scalar fields only;
+        a tensor field shows as ``<Tensor 64x64 #1a2b3c4d>``: its shape and a content hash)."""
         params = []
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, (bool, int, float, str)) and value != field.default:
                 params.append(f"{field.name}={value}")
+            elif isinstance(value, torch.Tensor):
+                params.append(f"{field.name}={_describe_tensor(value)}")
             elif value is not None and not isinstance(value, (bool, int, float, str)):
                 params.append(f"{field.name}=<{type(value).__name__}>")
         return self.name + (":" + ",".join(params) if params else "")
@@ -151,3 +155,10 @@ def finish(
 ) -> torch.Tensor:
     """Move float32 samples to ``device`` and cast to ``dtype`` (float32 when None)."""
     return z.to(device=device if device is not None else z.device, dtype=dtype or torch.float32)
+
+
+def _describe_tensor(value: torch.Tensor) -> str:
+    """``<Tensor 4x64x64 #1a2b3c4d>``: shape and the first 8 hex digits of a sha256 of the data."""
+    data = value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    shape = "x".join(str(d) for d in value.shape)
+    return f"<Tensor {shape} #{hashlib.sha256(data).hexdigest()[:8]}>"

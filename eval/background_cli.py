@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="0.9",
         help="share lambda in [0, 1], or a comma list for a sweep (0,0.5,0.9,1)",
     )
+    parser.add_argument(
+        "--dilate",
+        type=int,
+        default=0,
+        help="grow the shared region beyond the object mask by this many pixels (default 0); "
+        "metrics and paste-back still use the mask itself",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every gallery (default 0)")
     parser.add_argument(
         "--steps", type=int, default=50, help="sampling and inversion steps (default 50)"
@@ -123,6 +130,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"-n/--num-images must be >= 2 (a gallery), got {args.num_images}")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.dilate < 0:
+        raise ValueError(f"--dilate must be >= 0 pixels, got {args.dilate}")
     for share in parse_floats(args.share, "--share"):
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"--share values must be in [0, 1], got {share}")
@@ -222,7 +231,9 @@ def run(args: argparse.Namespace) -> int:
         family = detect_family(pipe)
         refs = references(args, pipe)
         tasks = {
-            name: background_task(pipe, image, mask, height=args.height, width=args.width)
+            name: background_task(
+                pipe, image, mask, height=args.height, width=args.width, dilate=args.dilate
+            )
             for name, image, mask, _ in refs
         }
         backbones, skipped = load_backbones(args, pipe.device)
@@ -274,6 +285,7 @@ def run(args: argparse.Namespace) -> int:
             "references": [name for name, *_ in refs],
             "prompts": args.prompt,
             "shares": shares,
+            "shared_region_dilate_px": args.dilate,
             "sdedit_strengths": strengths,
             "seed": args.seed,
             "seed_semantics": "every gallery uses torch.Generator('cpu').manual_seed(seed): "

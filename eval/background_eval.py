@@ -51,12 +51,14 @@ def gallery_scores(
 
 
 def lab_scores(images: torch.Tensor, world, reference: int) -> dict[str, float]:
-    """Ground truth on the lab: ``object_kept`` vs scene ``reference``, distinct backgrounds."""
+    """Ground truth on the lab: ``object_kept`` vs scene ``reference``, distinct backgrounds, and
+    ``kept_on_new_background`` (object kept and background changed, per image)."""
     from pipelines.lab.readout import fixed_object_readout
 
     readout = fixed_object_readout(images, world, reference=reference)
     return {
         "object_kept": readout.object_kept,
+        "kept_on_new_background": readout.kept_on_new_background,
         "distinct_backgrounds": float(readout.distinct_backgrounds),
         "background_limit": float(readout.background_limit),
     }

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelines.cli_args import DTYPE_NAMES
+
 # flag -> config key; list-valued flags take comma-separated values.
 FLAG_KEYS = {
     "output": "output.dir",
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="base seed of the galleries")
     parser.add_argument("--steps", type=int, help="denoising steps (all models)")
     parser.add_argument("--guidance", type=float, help="guidance scale (all models)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument("--dtype", choices=DTYPE_NAMES)
     parser.add_argument("--grids", type=int, help="prompts per model whose gallery grids are saved")
     parser.add_argument(
         "--save-images", action=argparse.BooleanOptionalAction, help="save every image"

@@ -19,7 +19,6 @@ from typing import Any
 
 from eval.prompt_sources import load_prompts, sample_prompts
 
-DTYPES = ("float32", "float16", "bfloat16")
 WEIGHT_FREE_METRICS = ("l2", "ms_ssim", "vendi_pixel")
 LAB_METRIC = "lab"  # ground-truth readout of the lab model: alignment and coverage
 LAB_VALUES = ("lab_alignment", "lab_scene_cov", "lab_attr_cov", "lab_scenes")
@@ -259,8 +258,10 @@ def _check_range(where: str, value: int | None, low: int) -> None:
 
 
 def _check_dtype(where: str, value: str) -> None:
-    if value not in DTYPES:
-        raise ValueError(f"{where} must be one of {', '.join(DTYPES)}, got {value!r}")
+    from pipelines.cli_args import DTYPE_NAMES
+
+    if value not in DTYPE_NAMES:
+        raise ValueError(f"{where} must be one of {', '.join(DTYPE_NAMES)}, got {value!r}")
 
 
 def _models(entries: list, defaults: dict[str, Any]) -> tuple[ModelSpec, ...]:

@@ -158,6 +158,8 @@ def merge_rows(out: Path, items: list[Item]) -> list[dict]:
     """Write rows.jsonl: the finished rows in item order (atomic); returns them."""
     order = {item.id: item.index for item in items}
     rows = sorted((r for r in read_rows(out) if r["id"] in order), key=lambda r: order[r["id"]])
+    for row in rows:  # an extended run's items are re-numbered: rows follow the current order
+        row["index"] = order[row["id"]]
     write_atomic(out / "rows.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     return rows
 
@@ -191,8 +193,35 @@ def _differences(old: Any, new: Any, where: str = "") -> list[str]:
     return []
 
 
+def extension_problems(stored: dict, new: dict) -> list[str]:
+    """Why the sections ``new`` do not merely add couplings or models to ``stored`` ([] if they
+    do). Rows are keyed by model, prompt, seed and coupling, so an extended run keeps every
+    stored row valid only when prompts, seeds, gallery size, metrics and the stored models'
+    settings are unchanged."""
+    problems = [
+        d
+        for key in ("prompts", "generation", "metrics")
+        for d in _differences(stored.get(key), new.get(key), key)
+    ]
+    problems += [
+        f"models: {m['name']!r} changed or removed"
+        for m in stored.get("models", [])
+        if m not in new["models"]
+    ]
+    problems += [
+        f"couplings: {c!r} removed"
+        for c in stored.get("couplings", [])
+        if c not in new["couplings"]
+    ]
+    return problems
+
+
 def check_compatible(out: Path, config: BatchConfig) -> dict | None:
-    """The stored config.json of ``out`` (None if new); ValueError if its results would not mix."""
+    """The stored config.json of ``out`` (None if new); ValueError if its results would not mix.
+
+    A config that only adds couplings or models extends the run: the stored dict is returned
+    with ``"extends": True`` and the missing items run on the next call of ``run_batch``.
+    """
     path = out / "config.json"
     if not path.is_file():
         if (out / "parts").is_dir() or (out / "rows.jsonl").is_file():
@@ -202,15 +231,22 @@ def check_compatible(out: Path, config: BatchConfig) -> dict | None:
     if stored.get("fingerprint") == config.fingerprint():
         return stored
     sections = json.loads(json.dumps(config.fingerprint_sections()))  # tuples -> lists
+    if not extension_problems(stored.get("sections", {}), sections):
+        return {**stored, "extends": True}
     changes = _differences(stored.get("sections", {}), sections)
     raise ValueError(
         f"{out} holds a run with a different config; resuming would mix incompatible rows. "
         f"Changed: {'; '.join(changes[:8])}{' ...' if len(changes) > 8 else ''}. "
-        "Restore the config to resume, or set another output folder (output.dir / --output)."
+        "Restore the config to resume, or set another output folder (output.dir / --output); "
+        "adding couplings or models to a run is allowed."
     )
 
 
-def write_run_config(out: Path, config: BatchConfig, n_items: int) -> None:
+def write_run_config(
+    out: Path, config: BatchConfig, n_items: int, extended: dict | None = None
+) -> None:
+    """config.json of the run; ``extended``: the stored config this one adds couplings or models
+    to (its fingerprints are kept under ``extended_from``)."""
     data = {
         "fingerprint": config.fingerprint(),
         "sections": config.fingerprint_sections(),
@@ -219,6 +255,10 @@ def write_run_config(out: Path, config: BatchConfig, n_items: int) -> None:
         "versions": versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if extended is not None:
+        data["created"] = extended.get("created", data["created"])
+        data["extended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        data["extended_from"] = [*extended.get("extended_from", []), extended["fingerprint"]]
     write_atomic(out / "config.json", json.dumps(data, indent=2) + "\n")
 
 
@@ -246,10 +286,9 @@ class Runner:
     """Generates, scores and records the items of one process (backbones loaded once)."""
 
     def __init__(self, config: BatchConfig, device, items: list[Item], rank: int):
-        import torch
-
         from eval.backbones import Backbones
         from eval.gallery import check_metric_names
+        from pipelines.loading import DTYPES
 
         self.config = config
         self.device = device
@@ -257,7 +296,7 @@ class Runner:
         self.out = config.output
         self.grid_ids = grid_items(config, items)
         plan = backbone_plan(config)
-        dtype = getattr(torch, config.metrics.dtype)
+        dtype = DTYPES[config.metrics.dtype]
         self.backbones = Backbones.load(**plan, device=device, dtype=dtype) if plan else Backbones()
         self.metric_names = [n for n in config.metrics.names if n != LAB_METRIC]
         check_metric_names(self.metric_names, self.backbones, with_prompt=True)
@@ -394,11 +433,14 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict[str, int]:
     state = PartialState(cpu=not torch.cuda.is_available())
     out = config.output
     items = build_items(config)
-    check_compatible(out, config)  # every process raises the same error before any work
+    stored = check_compatible(out, config)  # every process raises the same error before work
+    state.wait_for_everyone()  # every process has read the stored config before it changes
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if not (out / "config.json").is_file():
+        if stored is None:
             write_run_config(out, config, len(items))
+        elif stored.get("extends"):
+            write_run_config(out, config, len(items), extended=stored)
         for path in sorted((out / "parts").glob("part-*.jsonl")):
             read_jsonl(path, repair=True)
     state.wait_for_everyone()

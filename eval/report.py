@@ -210,7 +210,7 @@ def _error_bars(records: list[dict]) -> list[list[float]]:
     return [low, high]
 
 
-def _save_figure(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     """savefig to a temporary file, then rename it over ``path`` (never a half-written PNG)."""
     import matplotlib.pyplot as plt
 
@@ -246,7 +246,7 @@ def metric_bars(records: list[dict], model: str, path: Path) -> Path:
         ax.axis("off")
     figure.suptitle(f"{model}: mean and 95% CI over prompts", fontsize=10)
     figure.tight_layout()
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return path
 
 
@@ -280,7 +280,7 @@ def tradeoff_plot(records: list[dict], model: str, path: Path) -> Path | None:
     ax.set_title(f"{model}: diversity vs alignment (95% CI)", fontsize=10)
     ax.legend(fontsize=7)
     figure.tight_layout()
-    _save_figure(figure, path)
+    save_figure(figure, path)
     return path
 
 

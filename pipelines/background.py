@@ -51,14 +51,22 @@ class BackgroundTask:
     """A reference and its object mask at the model's size.
 
     image: float [1, 3, H, W] in [0, 1]; mask: float {0, 1} [H, W], 1 = object (kept).
+    dilation: pixels by which the coupling's shared region extends the object mask (metrics,
+    paste-back and inpainting use the object mask itself).
     """
 
     image: torch.Tensor
     mask: torch.Tensor
+    dilation: int = 0
 
     @property
     def size(self) -> tuple[int, int]:
         return tuple(self.mask.shape)
+
+    @property
+    def shared_mask(self) -> torch.Tensor:
+        """{0, 1} [H, W]: the object mask dilated by ``dilation`` pixels, the coupling's region."""
+        return dilate_mask(self.mask, self.dilation)
 
 
 @dataclass
@@ -162,15 +170,30 @@ def resize_binary(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return (area >= 0.5).to(torch.float32)
 
 
+def dilate_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """{0, 1} mask [H, W] grown by ``pixels`` in every direction (a square structuring element)."""
+    if pixels == 0:
+        return mask
+    return F.max_pool2d(mask[None, None], 2 * pixels + 1, stride=1, padding=pixels)[0, 0]
+
+
 def make_task(
-    image: ImageSource, mask: ImageSource, size: tuple[int, int], latent_size: tuple[int, int]
+    image: ImageSource,
+    mask: ImageSource,
+    size: tuple[int, int],
+    latent_size: tuple[int, int],
+    *,
+    dilate: int = 0,
 ) -> BackgroundTask:
-    """Load, check and resize a reference and its mask to ``size`` (H, W) pixels.
+    """Load, check and resize a reference and its mask to ``size`` (H, W) pixels; the coupling
+    shares the mask dilated by ``dilate`` pixels (at ``size``).
 
     Errors (before any model runs): a mask whose aspect ratio differs from the image's, an empty
     mask, a mask covering everything, or one that leaves no object / no background cell on the
-    ``latent_size`` grid the coupling works on.
+    ``latent_size`` grid the coupling works on (after dilation), a negative ``dilate``.
     """
+    if isinstance(dilate, bool) or not isinstance(dilate, int) or dilate < 0:
+        raise ValueError(f"dilate must be a whole number of pixels >= 0, got {dilate!r}")
     image_t, mask_t = load_image(image), load_mask(mask)
     (ih, iw), (mh, mw) = image_t.shape[-2:], mask_t.shape
     if abs((ih / iw) / (mh / mw) - 1) > ASPECT_TOLERANCE:
@@ -182,17 +205,20 @@ def make_task(
         raise ValueError("mask is empty: mark the object to keep (white / opaque pixels)")
     if mask_t.all():
         raise ValueError("mask covers the whole image: there is no background to generate")
+    task_mask = resize_binary(mask_t, size)
+    shared = resize_binary(dilate_mask(task_mask, dilate), latent_size)
     for name, cells in (
-        ("object", resize_binary(mask_t, latent_size)),
-        ("background", 1 - resize_binary(mask_t, latent_size)),
+        ("object", resize_binary(task_mask, latent_size)),
+        ("background", 1 - shared),
     ):
         if not cells.any():
+            hint = " or dilate less" if dilate and name == "background" else ""
             raise ValueError(
                 f"no {name} left on the {latent_size[0]}x{latent_size[1]} latent grid: every "
-                f"latent cell is less than half {name}; enlarge the {name} region"
+                f"latent cell is less than half {name}; enlarge the {name} region{hint}"
             )
     resized = F.interpolate(image_t, size=size, mode="bicubic", antialias=True).clamp(0, 1)
-    return BackgroundTask(resized, resize_binary(mask_t, size))
+    return BackgroundTask(resized, task_mask, dilate)
 
 
 def background_task(
@@ -202,12 +228,13 @@ def background_task(
     *,
     height: int | None = None,
     width: int | None = None,
+    dilate: int = 0,
 ) -> BackgroundTask:
     """``make_task`` at ``pipe``'s size (its default, or height x width, checked for the grid)."""
     default_h, default_w = default_size(pipe)
     height, width = height or default_h, width or default_w
     _, lh, lw = latent_grid(pipe, height, width)
-    return make_task(image, mask, (height, width), (lh, lw))
+    return make_task(image, mask, (height, width), (lh, lw), dilate=dilate)
 
 
 # --- generation ---------------------------------------------------------------------------------
@@ -250,9 +277,9 @@ def subspace_gallery(
     seed: int,
     sampling: Sampling = Sampling(),
 ) -> BackgroundGallery:
-    """Our method: K images from ``Subspace(mask, share, shared=noise)`` noise, noise [1, *latent]
-    the reference's inversion; ``sampler`` is ``matching_sampler(pipe)``."""
-    coupling = Subspace(mask=task.mask, share=share, shared=noise[0].float().cpu())
+    """Our method: K images from ``Subspace(task.shared_mask, share, shared=noise)`` noise, noise
+    [1, *latent] the reference's inversion; ``sampler`` is ``matching_sampler(pipe)``."""
+    coupling = Subspace(mask=task.shared_mask, share=share, shared=noise[0].float().cpu())
     height, width = task.size
     latents = latents_for(
         sampler,
@@ -378,7 +405,8 @@ def run_background(
     and inpainting (the lab has no Img2Img / Inpaint pipeline: inversion alone is its baseline).
 
     The reference is inverted once (conditioned on ``source_prompt``, guidance 1, the same number
-    of steps as sampling) and its noise shared by all subspace galleries and the reconstruction.
+    of steps as sampling) and its noise shared by all subspace galleries (inside
+    ``task.shared_mask``) and the reconstruction.
     """
     family = detect_family(pipe)
     prompts = list(prompts)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# The names pipelines.loading.DTYPES maps to torch dtypes, kept here so argument and config
+# checks run without importing torch.
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """--guidance, --negative-prompt, --height, --width, --dtype, --device."""
@@ -12,7 +16,11 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", help="negative prompt for every gallery")
     parser.add_argument("--height", type=int, help="pixels (pipeline default if unset)")
     parser.add_argument("--width", type=int, help="pixels (pipeline default if unset)")
-    parser.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="default fp16 on CUDA")
+    parser.add_argument(
+        "--dtype",
+        choices=DTYPE_NAMES,
+        help="fp32, fp16 or bf16 (or float32, ...); default fp16 on CUDA",
+    )
     parser.add_argument("--device", help="cuda, cuda:1, cpu, ... (default cuda if available)")
 
 

@@ -20,7 +20,7 @@ import itertools
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.loading import detect_family
+from pipelines.loading import detect_family, dtype_keyword
 
 INVERTIBLE_FAMILIES = ("sd15", "sdxl", "sd3", "lab")
 
@@ -83,7 +83,7 @@ def derive_pipeline(pipeline_class, pipe, **components):
     level = logging.get_verbosity()
     logging.set_verbosity_error()
     try:
-        derived = pipeline_class.from_pipe(pipe, torch_dtype=pipe.dtype, **components)
+        derived = pipeline_class.from_pipe(pipe, **dtype_keyword(pipe.dtype), **components)
     finally:
         logging.set_verbosity(level)
     derived.set_progress_bar_config(disable=True)

@@ -146,6 +146,16 @@ def resolve_model(
     return model, None
 
 
+def dtype_keyword(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``{"dtype": dtype}`` for diffusers' ``from_pretrained`` / ``from_pipe``, or
+    ``{"torch_dtype": dtype}`` on releases before the rename (diffusers 0.42 still accepts the old
+    name but warns on every call). No public flag marks the rename, so the helper that resolves
+    the two names is looked up."""
+    from diffusers.pipelines import pipeline_utils
+
+    return {"dtype" if hasattr(pipeline_utils, "_resolve_dtype") else "torch_dtype": dtype}
+
+
 def load_pipeline(
     model: str,
     *,
@@ -179,7 +189,7 @@ def load_pipeline(
     try:
         pipe = DiffusionPipeline.from_pretrained(
             source,
-            torch_dtype=dtype,
+            **dtype_keyword(dtype),
             use_safetensors=True,
             local_files_only=local_files_only,
             cache_dir=cache_dir,

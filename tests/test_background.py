@@ -11,11 +11,13 @@ from couplednoise import Subspace, latents_for
 from pipelines.background import (
     Sampling,
     background_task,
+    dilate_mask,
     load_mask,
     make_task,
     paste_back,
     resize_binary,
     run_background,
+    subspace_gallery,
 )
 from pipelines.inversion import matching_sampler
 
@@ -98,6 +100,23 @@ def test_image_size_must_fit_the_grid(sd15_pipe):
         background_task(sd15_pipe, reference(), square_mask(64) // 255, height=60, width=64)
 
 
+def test_dilation_grows_the_shared_region_only():
+    task = make_task(reference(), square_mask(SIZE) // 255, (SIZE, SIZE), (8, 8), dilate=8)
+    torch.testing.assert_close(task.mask, torch.from_numpy(square_mask(SIZE) / 255).float())
+    grown = torch.zeros(SIZE, SIZE)
+    grown[8:56, 8:56] = 1  # the 16..48 square grown by 8 px on every side
+    torch.testing.assert_close(task.shared_mask, grown)
+    torch.testing.assert_close(dilate_mask(task.mask, 0), task.mask)
+
+
+@pytest.mark.parametrize(
+    ("dilate", "message"), [(-1, ">= 0"), (1.5, "whole number"), (24, "no background")]
+)
+def test_bad_dilation_is_a_clear_error(dilate, message):
+    with pytest.raises(ValueError, match=message):
+        make_task(reference(), square_mask(SIZE) // 255, (SIZE, SIZE), (8, 8), dilate=dilate)
+
+
 # --- the coupling -------------------------------------------------------------------------------
 
 
@@ -128,6 +147,36 @@ def test_share_zero_leaves_the_masked_latents_independent(sd15_pipe):
     flat = latents.flatten(1)
     corr = torch.corrcoef(flat)[~torch.eye(6, dtype=torch.bool)]
     assert corr.abs().max() < 4 / flat.shape[1] ** 0.5  # 4 sigma of a null correlation
+
+
+class RecordingPipe:
+    """A pipeline stand-in: forwards attributes to ``pipe`` and records each call's kwargs."""
+
+    def __init__(self, pipe):
+        self.pipe, self.calls = pipe, []
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        return self.pipe(**kwargs)
+
+
+def test_subspace_gallery_shares_the_dilated_region(sd15_pipe):
+    """share 1 with dilation: every image's latent in the grown region is the inverted noise;
+    outside it the latents differ."""
+    task = make_task(reference(), square_mask(SIZE) // 255, (SIZE, SIZE), (8, 8), dilate=8)
+    noise = 0.2 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    sampler = RecordingPipe(matching_sampler(sd15_pipe))
+    common = {"share": 1.0, "num_images": 4, "seed": 0, "sampling": Sampling(1)}
+    subspace_gallery(sampler, task, noise, "x", **common)
+    latents = sampler.calls[0]["latents"]
+    inside = torch.zeros(8, 8, dtype=torch.bool)
+    inside[1:7, 1:7] = True
+    torch.testing.assert_close(latents[:, :, inside], noise[:, :, inside].expand(4, -1, -1))
+    outside = latents[:, :, ~inside]
+    assert (outside[1:] - outside[:1]).abs().min() > 0
 
 
 # --- end to end ---------------------------------------------------------------------------------

@@ -119,6 +119,7 @@ def test_dataset_without_masks_is_a_clear_error(tmp_path):
         (["--lab-scene", "3", "--model", "lab", "--share", "1.5"], "must be in \\[0, 1\\]"),
         (["--lab-scene", "3", "--model", "lab", "-n", "1"], "must be >= 2"),
         (["--dataset", "d", "--lab-scene", "1", "--model", "lab"], "exactly one reference"),
+        (["--lab-scene", "3", "--model", "lab", "--dilate", "-2"], "--dilate must be >= 0"),
     ],
 )
 def test_bad_arguments_exit_2_before_loading(extra, message, tmp_path, capsys):

@@ -252,9 +252,19 @@ def test_a_changed_config_is_refused_naming_the_change(tmp_path):
     changed = validate_config(lab_config(out, generation={"steps": 6}))
     with pytest.raises(ValueError, match=r"different config.*models\.0\.steps: 5 -> 6"):
         check_compatible(out, changed)
-    more = validate_config(lab_config(out, couplings=["independent", "orthogonal"]))
-    with pytest.raises(ValueError, match="couplings"):
-        check_compatible(out, more)
+    swapped = validate_config(lab_config(out, couplings=["independent", "orthogonal"]))
+    with pytest.raises(ValueError, match=r"couplings.*adding couplings or models"):
+        check_compatible(out, swapped)
+    # adding a coupling or a model extends the run; anything else about the old rows must hold
+    more = ["independent", "orthogonal", "repulsive:strength=0.5"]
+    assert check_compatible(out, validate_config(lab_config(out, couplings=more)))["extends"]
+    two_models = validate_config(lab_config(out, models=["lab", "lab:scheduler=euler"]))
+    assert check_compatible(out, two_models)["extends"]
+    fewer_seeds = validate_config(
+        lab_config(out, couplings=more, generation={"seeds_per_prompt": 1})
+    )
+    with pytest.raises(ValueError, match="seeds_per_prompt: 2 -> 1"):
+        check_compatible(out, fewer_seeds)
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.*")))

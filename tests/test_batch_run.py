@@ -127,6 +127,24 @@ def test_rerunning_a_finished_run_computes_nothing(reference, tmp_path):
     assert merged_rows(copy) == rows
 
 
+def test_adding_a_coupling_extends_a_finished_run(reference, tmp_path):
+    """A run of two couplings, extended with the third, computes only the new items and ends
+    with exactly the rows of the three-coupling run; config.json records the extension."""
+    out = tmp_path / "run"
+    run_batch(validate_config(lab_data(out, couplings=COUPLINGS[:2])), progress=False)
+    first = json.loads((out / "config.json").read_text())
+    counts = run_batch(validate_config(lab_data(out)), progress=False)
+    assert counts == {
+        "items": N_PROMPTS * len(COUPLINGS),
+        "done_before": N_PROMPTS * 2,
+        "computed_here": N_PROMPTS,
+    }
+    assert comparable(merged_rows(out)) == comparable(reference[1])
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["extended_from"] == [first["fingerprint"]]
+    assert stored["config"]["couplings"] == COUPLINGS
+
+
 def test_torn_last_line_is_dropped_and_its_item_recomputed(reference, tmp_path):
     out, rows = reference
     run = tmp_path / "run"

@@ -1,6 +1,7 @@
 """Specs, reproducibility, dtype/device handling and bad input for the coupling core."""
 
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -31,6 +32,11 @@ def test_spec_with_tensor_overrides_and_bands():
     mask = torch.ones(16, 16)
     coupling = cn.get_coupling("subspace:share=0.9", mask=mask)
     assert isinstance(coupling, cn.Subspace) and coupling.share == 0.9
+    # tensor fields are described by shape and content hash: traceable, not rebuildable
+    assert re.fullmatch(r"subspace:mask=<Tensor 16x16 #[0-9a-f]{8}>,share=0.9", coupling.spec)
+    same = cn.get_coupling("subspace:share=0.9", mask=torch.ones(16, 16))
+    other = cn.get_coupling("subspace:share=0.9", mask=torch.ones(16, 16).tril())
+    assert same.spec == coupling.spec != other.spec
     band = cn.get_coupling("subspace:band=highpass,cutoff=0.2,share=0.5")
     assert band.band == "highpass" and band.cutoff == 0.2
     assert cn.get_coupling(band.spec).band == "highpass"

@@ -137,6 +137,10 @@ def test_fixed_object_readout_and_object_mask(world):
     gallery = torch.cat([same_object[:3], torch.tensor([0])])  # 3 keep the object, 1 does not
     fixed = fixed_object_readout(world.images[gallery], world, reference)
     assert fixed.object_kept == 0.75
+    old = world.attributes(reference)["background"]
+    moved = sum(world.attributes(int(i))["background"] != old for i in gallery[:3])
+    assert fixed.kept_on_new_background == moved / 4
+    assert fixed_object_readout(world.images[gallery], world).kept_on_new_background is None
     assert fixed.background_limit == 4
     assert fixed.distinct_backgrounds == len(
         {world.attributes(int(i))["background"] for i in gallery}

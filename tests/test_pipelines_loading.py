@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from couplednoise import latents_for
-from pipelines.loading import detect_family, family_from_index, load_pipeline
+from pipelines.cli_args import DTYPE_NAMES
+from pipelines.loading import DTYPES, detect_family, family_from_index, load_pipeline
 
 FAMILY_CLASSES = {
     "sd15": "StableDiffusionPipeline",
@@ -32,10 +33,19 @@ def test_load_local_folder_detects_family_and_reproduces_images(
     torch.testing.assert_close(loaded, original, rtol=0, atol=1e-6)
 
 
-def test_load_in_half_precision(tiny_pipeline_dir):
-    pipe = load_pipeline(str(tiny_pipeline_dir("sd15")), device="cpu", dtype="fp16")
+@pytest.mark.parametrize("name", ["fp16", "float16"])
+def test_load_in_half_precision_without_deprecation_warnings(tiny_pipeline_dir, name):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*torch_dtype.*")
+        pipe = load_pipeline(str(tiny_pipeline_dir("sd15")), device="cpu", dtype=name)
     assert pipe.unet.dtype == torch.float16
     assert latents_for(pipe, "repulsive", num_images_per_prompt=2).dtype == torch.float16
+
+
+def test_dtype_names_are_the_same_everywhere():
+    assert set(DTYPE_NAMES) == set(DTYPES)
 
 
 def test_hub_id_resolves_in_the_cache(tiny_pipeline_dir, tmp_path):

@@ -150,11 +150,14 @@ def object_attributes(attributes: Mapping[str, str]) -> tuple[str, ...]:
 @dataclass
 class FixedObjectReadout:
     """Fixed-object task: is the object kept (vs a reference, or the gallery's majority), do
-    backgrounds vary?"""
+    backgrounds vary? ``kept_on_new_background``: the fraction of images that keep the object
+    *and* show a background other than the reference's (None without a reference); it is what
+    the task asks of every image, so at best 1 - P(the reference's background)."""
 
     object_kept: float
     distinct_backgrounds: int
     background_limit: int
+    kept_on_new_background: float | None = None
 
 
 def fixed_object_readout(
@@ -172,4 +175,9 @@ def fixed_object_readout(
     kept = sum(o == target for o in objects) / len(objects)
     backgrounds = {a["background"] for a in attributes}
     limit = min(len(images), len(ATTRIBUTES["background"]))
-    return FixedObjectReadout(kept, len(backgrounds), limit)
+    new = None
+    if reference is not None:
+        old = world.attributes(reference)["background"]
+        hits = [o == target and a["background"] != old for o, a in zip(objects, attributes)]
+        new = sum(hits) / len(hits)
+    return FixedObjectReadout(kept, len(backgrounds), limit, new)
