@@ -195,11 +195,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_give_the_rows_of_one(reference, tmp_path):
-    _, rows = reference
-    run = tmp_path / "run"
-    config_path = write_config(tmp_path / "config.yaml", lab_data(run))
-    command = [
+def launcher(name: str) -> list[str]:
+    """The command prefix that starts 2 CPU processes with ``name``'s launcher."""
+    if name == "torchrun":
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+        ]
+    return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
@@ -214,6 +221,16 @@ def test_two_processes_give_the_rows_of_one(reference, tmp_path):
         "no",
         "--main_process_port",
         str(_free_port()),
+    ]
+
+
+@pytest.mark.parametrize("name", ["accelerate", "torchrun"])
+def test_two_processes_give_the_rows_of_one(reference, tmp_path, name):
+    _, rows = reference
+    run = tmp_path / "run"
+    config_path = write_config(tmp_path / "config.yaml", lab_data(run))
+    command = [
+        *launcher(name),
         "-m",
         "eval",
         "eval",
