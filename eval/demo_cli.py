@@ -253,6 +253,7 @@ def _generate(pipe, plan: dict, torch) -> tuple[list[dict], list[dict]]:
             row.update(gallery_readout(images, prompt, pipe.world).summary())
             fixed = fixed_object_readout(images, pipe.world, reference)
             row["object_kept"] = fixed.object_kept
+            row["kept_new_background"] = fixed.kept_on_new_background
             row["backgrounds"] = float(fixed.distinct_backgrounds)
         row.update(gallery_metrics(images, metrics=list(GENERIC_METRICS)))
         rows.append(row)
@@ -273,13 +274,15 @@ def _generate(pipe, plan: dict, torch) -> tuple[list[dict], list[dict]]:
 
 def summary_table(rows: list[dict], couplings: list[str], lab: bool) -> str:
     """Markdown table: one row per coupling, means over its galleries (prompts x seeds)."""
-    columns = ["alignment", "scene_cov", "attr_cov", "object_kept", "backgrounds"] if lab else []
+    lab_columns = ["alignment", "scene_cov", "attr_cov", "object_kept", "kept_new_background"]
+    columns = [*lab_columns, "backgrounds"] if lab else []
     columns += list(GENERIC_METRICS)
     titles = {
         "alignment": "align",
         "scene_cov": "scenes/limit",
         "attr_cov": "attr values/limit",
         "object_kept": "object kept",
+        "kept_new_background": "kept, new bg",
         "backgrounds": "backgrounds",
         "l2": "L2 (div)",
         "ms_ssim": "MS-SSIM (lower=div)",
@@ -301,7 +304,8 @@ def summary_table(rows: list[dict], couplings: list[str], lab: bool) -> str:
             " Ground truth from the nearest lab scene: coverage as a fraction of the best possible "
             "min(K, #matching scenes or values); object kept = subspace galleries keeping the "
             "reference object (generated from a reference noise that subspace shares inside the "
-            "object's mask; the other couplings show the chance level); backgrounds = distinct "
+            "object's mask; the other couplings show the chance level); kept, new bg = the object "
+            "kept on another background than the reference's; backgrounds = distinct "
             "backgrounds per gallery."
         )
     return "\n".join(lines) + note

@@ -34,6 +34,8 @@ def test_demo_on_the_lab_writes_grids_table_and_a_scoreable_run(tmp_path, capsys
         assert float(row["l2"]) > 0
     # Same seed, same prompt: the independent and subspace galleries share their reference.
     assert {r["object_kept"] for r in rows} <= {str(i / 3) for i in range(4)}
+    for row in rows:  # kept on a new background implies kept
+        assert 0 <= float(row["kept_new_background"]) <= float(row["object_kept"])
 
     galleries = find_galleries(out)  # the layout `couplednoise score` reads
     assert len(galleries) == 16 and all(len(g.files) == 3 for g in galleries)
