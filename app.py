@@ -27,10 +27,8 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-
-from couplednoise import COUPLINGS
-from eval.backbones import Backbones, MissingWeightsError, load_clip
-from eval.compare import (
+from couplednoise.eval.backbones import Backbones, MissingWeightsError, load_clip
+from couplednoise.eval.compare import (
     LAB_DEFAULTS,
     LAB_SIZE_RANGE,
     TABLE_HEADERS,
@@ -44,6 +42,8 @@ from eval.compare import (
     warm_up,
     write_run_zip,
 )
+
+from couplednoise import COUPLINGS
 
 REGIONS = ("painted region", "lowpass band", "highpass band")
 PARAMETERS = {  # coupling -> the controls it uses (the others are hidden)

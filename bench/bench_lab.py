@@ -12,9 +12,8 @@ import argparse
 import time
 
 import torch
-
-from pipelines.lab import load_lab_pipeline
-from pipelines.lab.denoiser import posterior_mean
+from couplednoise.pipelines.lab import load_lab_pipeline
+from couplednoise.pipelines.lab.denoiser import posterior_mean
 
 BATCH = 16
 STEPS = 20

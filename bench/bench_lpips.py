@@ -13,8 +13,7 @@ import argparse
 import time
 
 import torch
-
-from eval import load_lpips, lpips_features, pairwise_lpips
+from couplednoise.eval import load_lpips, lpips_features, pairwise_lpips
 
 
 def main() -> None:

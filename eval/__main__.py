@@ -1,3 +1,3 @@
-from eval.cli import main
+from couplednoise.eval.cli import main
 
 raise SystemExit(main())

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.cli_args import add_run_folder_arguments, add_sampling_arguments
+from couplednoise.pipelines.cli_args import add_run_folder_arguments, add_sampling_arguments
 
 PROG = "couplednoise background"
 
@@ -109,7 +109,7 @@ def parse_floats(text: str, what: str) -> list[float]:
 
 def check_args(args: argparse.Namespace) -> None:
     """Every argument error before anything is loaded."""
-    from pipelines.loading import is_lab as names_lab
+    from couplednoise.pipelines.loading import is_lab as names_lab
 
     is_lab = names_lab(args.model)
     pair = args.image is not None or args.mask is not None
@@ -147,8 +147,8 @@ def check_args(args: argparse.Namespace) -> None:
 def load_backbones(args: argparse.Namespace, device) -> tuple[Any, dict[str, str]]:
     """(Backbones, skipped metric -> reason). Missing pretrained weights skip that metric with
     the loader's message (recorded in metrics.json); they never become random weights."""
-    from eval.backbones import Backbones, MissingWeightsError, load_clip, load_lpips
-    from eval.defaults import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
+    from couplednoise.eval.backbones import Backbones, MissingWeightsError, load_clip, load_lpips
+    from couplednoise.eval.defaults import DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED
 
     backbones, skipped = Backbones(), {}
     common = {"device": device, "random_weights": args.random_backbones}
@@ -180,7 +180,7 @@ def references(args: argparse.Namespace, pipe) -> list[tuple[str, Any, Any, int 
         i = args.lab_scene
         return [(f"scene{i}", world.images[i], world.object_mask(i), i)]
     if args.dataset is not None:
-        from eval.background_eval import dataset_pairs
+        from couplednoise.eval.background_eval import dataset_pairs
 
         return [(name, image, mask, None) for name, image, mask in dataset_pairs(args.dataset)]
     return [(args.image.stem, args.image, args.mask, None)]
@@ -191,8 +191,8 @@ def slug(text: str) -> str:
 
 
 def write_galleries(folder: Path, name: str, prompts: list[str], galleries, task, paste: bool):
-    from pipelines.background import paste_back
-    from pipelines.images import image_grid, save_image, save_png
+    from couplednoise.pipelines.background import paste_back
+    from couplednoise.pipelines.images import image_grid, save_image, save_png
 
     for gallery in galleries:
         p = prompts.index(gallery.prompt)
@@ -221,10 +221,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
 
-    from eval.background_eval import score_galleries, summarise, tradeoff_figure
-    from pipelines.background import Sampling, background_task, run_background
-    from pipelines.galleries import versions
-    from pipelines.loading import detect_family, load_pipeline
+    from couplednoise.eval.background_eval import score_galleries, summarise, tradeoff_figure
+    from couplednoise.pipelines.background import Sampling, background_task, run_background
+    from couplednoise.pipelines.galleries import versions
+    from couplednoise.pipelines.loading import detect_family, load_pipeline
 
     try:
         pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)

@@ -21,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from eval.alignment import clip_score
-from eval.fidelity import background_diversity, fidelity_diversity_tradeoff, foreground_fidelity
-from pipelines.background import BackgroundGallery, BackgroundTask, paste_back
+from couplednoise.eval.alignment import clip_score
+from couplednoise.eval.fidelity import (
+    background_diversity,
+    fidelity_diversity_tradeoff,
+    foreground_fidelity,
+)
+from couplednoise.pipelines.background import BackgroundGallery, BackgroundTask, paste_back
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 VIEWS = ("raw", "pasted")
@@ -53,7 +56,7 @@ def gallery_scores(
 def lab_scores(images: torch.Tensor, world, reference: int) -> dict[str, float]:
     """Ground truth on the lab: ``object_kept`` vs scene ``reference``, distinct backgrounds, and
     ``kept_on_new_background`` (object kept and background changed, per image)."""
-    from pipelines.lab.readout import fixed_object_readout
+    from couplednoise.pipelines.lab.readout import fixed_object_readout
 
     readout = fixed_object_readout(images, world, reference=reference)
     return {
@@ -131,8 +134,7 @@ def tradeoff_figure(summary: Sequence[dict[str, Any]], path: str | Path, *, view
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from pipelines.images import save_image
+    from couplednoise.pipelines.images import save_image
 
     entries = [e for e in summary if e["view"] == view]
     if not entries:

@@ -1,7 +1,7 @@
 """The fixed-object task on the lab, measured against ground truth over many references.
 
-    python -m eval.background_lab_study        # writes docs/background_lab_study.{png,md,json}
-    python -m eval.background_lab_study --references 96 --dilations 0,2,4 --shares 0,0.9,1
+    python -m couplednoise.eval.background_lab_study        # writes docs/background_lab_study.{png,md,json}
+    python -m couplednoise.eval.background_lab_study --references 96 --dilations 0,2,4 --shares 0,0.9,1
 
 For each reference (a seeded random sample of world scenes) the scene is inverted once (DDIM,
 guidance 1) and galleries are drawn with ``Subspace(mask dilated by d px, share, shared=x_T)``
@@ -19,12 +19,11 @@ import json
 from pathlib import Path
 
 import torch
+from couplednoise.eval.background_cli import parse_floats
+from couplednoise.eval.lab_study import t_interval
+from couplednoise.eval.report import save_figure
+from couplednoise.pipelines.lab.world import ATTRIBUTES
 from tqdm.auto import tqdm
-
-from eval.background_cli import parse_floats
-from eval.lab_study import t_interval
-from eval.report import save_figure
-from pipelines.lab.world import ATTRIBUTES
 
 METRICS = ("object_kept", "kept_on_new_background", "distinct_backgrounds")
 
@@ -65,9 +64,9 @@ def reference_scenes(world, count: int, seed: int) -> list[int]:
 
 def measure(pipe, scene: int, args: argparse.Namespace, seed: int) -> dict[tuple[int, float], dict]:
     """Readout of every (dilation, share) gallery for one reference scene, drawn from ``seed``."""
-    from pipelines.background import Sampling, make_task, subspace_gallery
-    from pipelines.inversion import invert, matching_sampler
-    from pipelines.lab.readout import fixed_object_readout
+    from couplednoise.pipelines.background import Sampling, make_task, subspace_gallery
+    from couplednoise.pipelines.inversion import invert, matching_sampler
+    from couplednoise.pipelines.lab.readout import fixed_object_readout
 
     world, size = pipe.world, pipe.world.size
     sampler, sampling = matching_sampler(pipe), Sampling(args.steps)
@@ -170,7 +169,7 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipelines.lab import load_lab_pipeline
+    from couplednoise.pipelines.lab import load_lab_pipeline
 
     args = parse_args(argv)
     pipe = load_lab_pipeline(args.model)

@@ -2,7 +2,7 @@
 
     couplednoise eval configs/lab_quick.toml
     couplednoise eval configs/sd15_coco.toml --output runs/sd15 --n-prompts 200 --set generation.steps=30
-    accelerate launch --multi_gpu --num_processes 8 -m eval eval configs/sd15_coco.toml
+    accelerate launch --multi_gpu --num_processes 8 -m couplednoise eval configs/sd15_coco.toml
 
 The same command resumes an interrupted run. Flags override config entries (``--set`` any
 ``section.key=value``). Exit codes: 0 done, 2 bad config (nothing ran).
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.cli_args import DTYPE_NAMES
+from couplednoise.pipelines.cli_args import DTYPE_NAMES
 
 # flag -> config key; list-valued flags take comma-separated values.
 FLAG_KEYS = {
@@ -89,14 +89,14 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the config, then run or resume it; 2 on a bad config."""
-    from eval.batch_config import load_config
+    from couplednoise.eval.batch_config import load_config
 
     try:
         config = load_config(args.config, overrides_from(args))
     except (ValueError, TypeError) as error:
         print(f"error: {error}")
         return 2
-    from eval.batch_run import build_items, check_compatible, run_batch
+    from couplednoise.eval.batch_run import build_items, check_compatible, run_batch
 
     try:
         check_compatible(config.output, config)

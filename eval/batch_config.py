@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from eval.prompt_sources import load_prompts, sample_prompts
+from couplednoise.eval.prompt_sources import load_prompts, sample_prompts
 
 WEIGHT_FREE_METRICS = ("l2", "ms_ssim", "vendi_pixel")
 LAB_METRIC = "lab"  # ground-truth readout of the lab model: alignment and coverage
@@ -83,7 +83,9 @@ class ModelSpec:
 
     @property
     def is_lab(self) -> bool:
-        from pipelines.loading import is_lab  # lazy: keeps config checks free of torch imports
+        from couplednoise.pipelines.loading import (
+            is_lab,
+        )  # lazy: keeps config checks free of torch imports
 
         return is_lab(self.path)
 
@@ -258,7 +260,7 @@ def _check_range(where: str, value: int | None, low: int) -> None:
 
 
 def _check_dtype(where: str, value: str) -> None:
-    from pipelines.cli_args import DTYPE_NAMES
+    from couplednoise.pipelines.cli_args import DTYPE_NAMES
 
     if value not in DTYPE_NAMES:
         raise ValueError(f"{where} must be one of {', '.join(DTYPE_NAMES)}, got {value!r}")
@@ -289,13 +291,12 @@ def _check_model_path(model: ModelSpec) -> None:
     """Lab specs parse; a local folder is a diffusers folder; a hub id is in the cache when
     downloads are off (HF_HUB_OFFLINE=1). Reads config files only, loads no weights."""
     if model.is_lab:
-        from pipelines.lab import parse_lab_spec
+        from couplednoise.pipelines.lab import parse_lab_spec
 
         parse_lab_spec(model.path)
         return
+    from couplednoise.pipelines.loading import resolve_model
     from huggingface_hub.constants import HF_HUB_OFFLINE
-
-    from pipelines.loading import resolve_model
 
     try:
         resolve_model(model.path, local_files_only=bool(HF_HUB_OFFLINE))
@@ -322,7 +323,7 @@ def _couplings(entries: list) -> tuple[str, ...]:
 
 
 def _metric_spec(section: dict[str, Any], models: tuple[ModelSpec, ...]) -> MetricSpec:
-    from eval.gallery import METRICS
+    from couplednoise.eval.gallery import METRICS
 
     names = section["names"]
     if not names:
@@ -349,7 +350,7 @@ def _metric_spec(section: dict[str, Any], models: tuple[ModelSpec, ...]) -> Metr
 
 def _check_lab_prompts(models: tuple[ModelSpec, ...], prompts) -> None:
     if any(m.is_lab for m in models):
-        from pipelines.lab import parse_prompt
+        from couplednoise.pipelines.lab import parse_prompt
 
         for index, prompt in prompts:
             try:

@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from eval.batch_config import LAB_METRIC, LAB_VALUES, BatchConfig, ModelSpec
+from couplednoise.eval.batch_config import LAB_METRIC, LAB_VALUES, BatchConfig, ModelSpec
 
 TIMING_KEY = "timing"  # row fields that differ between identical runs (durations, rank, time)
 PACKAGES = (
@@ -286,9 +286,9 @@ class Runner:
     """Generates, scores and records the items of one process (backbones loaded once)."""
 
     def __init__(self, config: BatchConfig, device, items: list[Item], rank: int):
-        from eval.backbones import Backbones
-        from eval.gallery import check_metric_names
-        from pipelines.loading import DTYPES
+        from couplednoise.eval.backbones import Backbones
+        from couplednoise.eval.gallery import check_metric_names
+        from couplednoise.pipelines.loading import DTYPES
 
         self.config = config
         self.device = device
@@ -304,7 +304,7 @@ class Runner:
         self.family = None
 
     def load_model(self, model: ModelSpec) -> None:
-        from pipelines.loading import detect_family, load_pipeline
+        from couplednoise.pipelines.loading import detect_family, load_pipeline
 
         self.pipe = load_pipeline(model.path, device=self.device, dtype=model.dtype)
         self.pipe.set_progress_bar_config(disable=True)
@@ -312,7 +312,7 @@ class Runner:
 
     def generate(self, item: Item):
         """The item's gallery (images [K, 3, H, W] in [0, 1] on the CPU) and its duration."""
-        from pipelines.galleries import generate_gallery
+        from couplednoise.pipelines.galleries import generate_gallery
 
         model = item.model
         options = {
@@ -334,7 +334,7 @@ class Runner:
         return gallery, time.perf_counter() - start
 
     def score(self, item: Item, images) -> dict[str, float]:
-        from eval.gallery import gallery_metrics
+        from couplednoise.eval.gallery import gallery_metrics
 
         spec = self.config.metrics
         values = (
@@ -350,7 +350,7 @@ class Runner:
             else {}
         )
         if LAB_METRIC in spec.names:
-            from pipelines.lab.readout import gallery_readout
+            from couplednoise.pipelines.lab.readout import gallery_readout
 
             summary = gallery_readout(images, item.prompt, self.pipe.world).summary()
             values.update({name: summary[name[len("lab_") :]] for name in LAB_VALUES})
@@ -358,7 +358,7 @@ class Runner:
 
     def save_files(self, item: Item, images) -> dict[str, Any]:
         """The item's grid (when sampled) and images (when ``save_images``): relative paths."""
-        from pipelines.images import image_grid, save_image, save_png
+        from couplednoise.pipelines.images import image_grid, save_image, save_png
 
         files: dict[str, Any] = {}
         name = slug(item.coupling)
@@ -471,7 +471,7 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict[str, int]:
     if state.is_main_process:
         rows = merge_rows(out, items)
         if config.report and rows:
-            from eval.report import build_report
+            from couplednoise.eval.report import build_report
 
             build_report(out)
     state.wait_for_everyone()

@@ -14,12 +14,12 @@ import sys
 
 # name -> module implementing it. Registered here, defined beside the code they drive.
 SUBCOMMANDS: dict[str, str] = {
-    "generate": "pipelines.generate_cli",
-    "demo": "eval.demo_cli",
-    "score": "eval.score_cli",
-    "eval": "eval.batch_cli",
-    "report": "eval.report_cli",
-    "background": "eval.background_cli",
+    "generate": "couplednoise.pipelines.generate_cli",
+    "demo": "couplednoise.eval.demo_cli",
+    "score": "couplednoise.eval.score_cli",
+    "eval": "couplednoise.eval.batch_cli",
+    "report": "couplednoise.eval.report_cli",
+    "background": "couplednoise.eval.background_cli",
 }
 
 SUMMARIES: dict[str, str] = {

@@ -27,16 +27,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from couplednoise.pipelines.galleries import Gallery, generate_gallery
+from couplednoise.pipelines.images import save_image, save_png
+from couplednoise.pipelines.lab import LabPipeline, parse_lab_spec
+from couplednoise.pipelines.lab.readout import gallery_readout
+from couplednoise.pipelines.lab.world import SIZES as LAB_SIZES
+from couplednoise.pipelines.loading import is_lab, load_pipeline
 from PIL import Image
 
 from couplednoise import Coupling, get_coupling, latent_shape, parse_spec
 from couplednoise.pipeline_latents import default_size, size_multiple
-from pipelines.galleries import Gallery, generate_gallery
-from pipelines.images import save_image, save_png
-from pipelines.lab import LabPipeline, parse_lab_spec
-from pipelines.lab.readout import gallery_readout
-from pipelines.lab.world import SIZES as LAB_SIZES
-from pipelines.loading import is_lab, load_pipeline
 
 from .backbones import Backbones
 from .gallery import METRICS, gallery_metrics
@@ -406,7 +406,7 @@ def write_run(result: Comparison, folder: str | Path) -> Path:
         "coupling": result.coupled.coupling,
         "metadata": result.coupled.metadata,
         "seconds": result.seconds,
-        "reproduce": "from eval.compare import rerun; rerun('THIS_FOLDER')",
+        "reproduce": "from couplednoise.eval.compare import rerun; rerun('THIS_FOLDER')",
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return folder

@@ -168,10 +168,10 @@ def _load(model: str, device: str | None):
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if is_lab(model):
-        from pipelines.lab import load_lab_pipeline
+        from couplednoise.pipelines.lab import load_lab_pipeline
 
         return load_lab_pipeline(model, device=device)
-    from pipelines.loading import load_pipeline
+    from couplednoise.pipelines.loading import load_pipeline
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     return load_pipeline(model, device=device, dtype=dtype)
@@ -200,7 +200,7 @@ def fixed_object_reference(pipe, prompt: str, seed: int, plan: dict, torch):
     generator = torch.Generator("cpu").manual_seed(REFERENCE_SEED_OFFSET + seed)
     z0 = latents_for(pipe, "independent", num_images_per_prompt=1, generator=generator)
     if plan["lab"]:
-        from pipelines.lab.readout import nearest_scenes
+        from couplednoise.pipelines.lab.readout import nearest_scenes
 
         image = pipe(
             prompt,
@@ -219,13 +219,12 @@ def fixed_object_reference(pipe, prompt: str, seed: int, plan: dict, torch):
 
 def _generate(pipe, plan: dict, torch) -> tuple[list[dict], list[dict]]:
     """Every gallery: generated, read out and scored. Returns (metric rows, gallery records)."""
+    from couplednoise.eval.gallery import gallery_metrics
+    from couplednoise.pipelines.galleries import generate_gallery
     from tqdm.auto import tqdm
 
-    from eval.gallery import gallery_metrics
-    from pipelines.galleries import generate_gallery
-
     if plan["lab"]:
-        from pipelines.lab.readout import fixed_object_readout, gallery_readout
+        from couplednoise.pipelines.lab.readout import fixed_object_readout, gallery_readout
     rows, galleries, references = [], [], {}
     jobs = [
         (p, prompt, seed, spec)
@@ -313,7 +312,7 @@ def summary_table(rows: list[dict], couplings: list[str], lab: bool) -> str:
 
 def _write_run(out: Path, plan, rows, galleries, table: str, seconds: float) -> None:
     """Build the run folder beside ``out`` and move it into place (never half-written)."""
-    from pipelines.images import image_grid, save_image, save_png
+    from couplednoise.pipelines.images import image_grid, save_image, save_png
 
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Coverage and alignment of coupled vs independent galleries on the lab, with confidence intervals.
 
-    python -m eval.lab_study                       # writes docs/lab_study.png and docs/lab_study.md
-    python -m eval.lab_study --seeds 200 --sizes 2,4,8,16 --out docs
+    python -m couplednoise.eval.lab_study                       # writes docs/lab_study.png and docs/lab_study.md
+    python -m couplednoise.eval.lab_study --seeds 200 --sizes 2,4,8,16 --out docs
 
 For each prompt, coupling and gallery size K, ``--seeds`` galleries (seed s draws gallery s; the
 same seeds for every coupling) are generated on the lab model and read out against ground truth:
@@ -65,8 +65,9 @@ def t_interval(values: torch.Tensor) -> tuple[float, float]:
 
 def run_galleries(pipe, prompt: str, coupling: str, k: int, seeds: int, steps: int) -> list[dict]:
     """Readout summaries of ``seeds`` galleries of K (gallery s drawn from seed s), in one batch."""
+    from couplednoise.pipelines.lab.readout import gallery_readout
+
     from couplednoise import latents_for
-    from pipelines.lab.readout import gallery_readout
 
     generators = [torch.Generator("cpu").manual_seed(s) for s in range(seeds)]
     latents = latents_for(
@@ -199,8 +200,9 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from couplednoise.pipelines.lab import load_lab_pipeline
+
     from couplednoise import get_coupling
-    from pipelines.lab import load_lab_pipeline
 
     args = parse_args(argv)
     for spec in args.couplings:

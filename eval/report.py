@@ -19,7 +19,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from eval.batch_run import read_rows, slug, write_atomic
+from couplednoise.eval.batch_run import read_rows, slug, write_atomic
 
 LOWER_IS_MORE_DIVERSE = {"ms_ssim"}
 # Axes of the diversity-vs-alignment figure: the first metric present of each list.
@@ -53,7 +53,7 @@ def mean_ci(values: list[float]) -> tuple[float, float, float]:
 
 def metric_names(rows: list[dict]) -> list[str]:
     """Metrics present in the rows: eval.gallery.METRICS order, then lab readout, then others."""
-    from eval.gallery import METRICS
+    from couplednoise.eval.gallery import METRICS
 
     present = {name for row in rows for name in row["metrics"]}
     ordered = [m for m in METRICS if m in present]
@@ -286,9 +286,8 @@ def tradeoff_plot(records: list[dict], model: str, path: Path) -> Path | None:
 
 def gallery_figures(run_dir: Path, rows: list[dict], out: Path, max_grids: int) -> list[Path]:
     """Per sampled (model, prompt, seed): its couplings' saved grids stacked, labelled."""
+    from couplednoise.pipelines.images import from_pil, image_grid, save_image
     from PIL import Image
-
-    from pipelines.images import from_pil, image_grid, save_image
 
     groups: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["index"]):

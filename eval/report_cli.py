@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report; 2 when the folder has no rows."""
-    from eval.report import build_report
+    from couplednoise.eval.report import build_report
 
     reference = args.reference
     if reference is not None:

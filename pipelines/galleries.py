@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from couplednoise.pipelines.loading import detect_family
 from tqdm.auto import tqdm
 
 from couplednoise import Coupling, generate, get_coupling, latents_for
 from couplednoise.pipeline_latents import count_prompts
-from pipelines.loading import detect_family
 
 
 @dataclass

@@ -27,8 +27,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from couplednoise.pipelines.cli_args import add_run_folder_arguments, add_sampling_arguments
+
 from couplednoise.spec import describe_couplings, get_coupling
-from pipelines.cli_args import add_run_folder_arguments, add_sampling_arguments
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -114,7 +115,7 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def write_run(folder: Path, galleries, prompts: list[str], compare: bool) -> list[dict]:
     """Images, grids and galleries.json into ``folder``; returns the galleries.json entries."""
-    from pipelines.images import image_grid, save_image, save_png
+    from couplednoise.pipelines.images import image_grid, save_image, save_png
 
     entries = []
     for gallery in galleries:
@@ -158,8 +159,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"couplednoise generate: error: {error}", file=sys.stderr)
         return 2
 
-    from pipelines.galleries import generate_galleries, versions
-    from pipelines.loading import detect_family, load_pipeline
+    from couplednoise.pipelines.galleries import generate_galleries, versions
+    from couplednoise.pipelines.loading import detect_family, load_pipeline
 
     settings = {
         "num_inference_steps": args.steps,

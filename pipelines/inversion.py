@@ -18,9 +18,8 @@ from __future__ import annotations
 import itertools
 
 import torch
+from couplednoise.pipelines.loading import detect_family, dtype_keyword
 from tqdm.auto import tqdm
-
-from pipelines.loading import detect_family, dtype_keyword
 
 INVERTIBLE_FAMILIES = ("sd15", "sdxl", "sd3", "lab")
 
@@ -241,8 +240,8 @@ def lab_invert(
     ``DDIMInverseScheduler`` recursion: at each ascending timestep t the denoiser is evaluated at
     t's noise level, as diffusers' inversion does.
     """
-    from pipelines.lab.denoiser import model_output
-    from pipelines.lab.pipeline import noise_level
+    from couplednoise.pipelines.lab.denoiser import model_output
+    from couplednoise.pipelines.lab.pipeline import noise_level
 
     inverse = ddim_schedulers(pipe)[1]
     inverse.set_timesteps(num_inference_steps)

@@ -176,7 +176,7 @@ def load_pipeline(
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a non-empty string, got {model!r}")
     if is_lab(model):
-        from pipelines.lab import load_lab_pipeline
+        from couplednoise.pipelines.lab import load_lab_pipeline
 
         return load_lab_pipeline(model, device=device, dtype=dtype)
     if local_files_only is None:

@@ -8,11 +8,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-
-import app
-from couplednoise import COUPLINGS, Equicorrelated, Repulsive, Subspace, get_coupling
-from eval import Backbones, clip_score_from_features, gallery_metrics
-from eval.compare import (
+from couplednoise.eval import Backbones, clip_score_from_features, gallery_metrics
+from couplednoise.eval.compare import (
     NO_CLIP,
     Limits,
     Models,
@@ -24,10 +21,13 @@ from eval.compare import (
     size_range,
     write_run_zip,
 )
-from eval.gallery_folder import find_galleries
-from pipelines.galleries import generate_gallery
-from pipelines.lab import parse_lab_spec
-from pipelines.lab.readout import gallery_readout
+from couplednoise.eval.gallery_folder import find_galleries
+from couplednoise.pipelines.galleries import generate_gallery
+from couplednoise.pipelines.lab import parse_lab_spec
+from couplednoise.pipelines.lab.readout import gallery_readout
+
+import app
+from couplednoise import COUPLINGS, Equicorrelated, Repulsive, Subspace, get_coupling
 
 GENERIC = ["l2", "ms_ssim", "vendi_pixel"]
 LAB_ROWS = ["lab_alignment", "lab_scenes", "lab_attribute_coverage"]
@@ -197,7 +197,9 @@ def test_compare_pairs_galleries_by_seed_and_tables_the_eval_and_ground_truth_me
 
 def test_bad_requests_fail_before_any_generation(lab, monkeypatch):
     calls = []
-    monkeypatch.setattr("eval.compare.generate_gallery", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(
+        "couplednoise.eval.compare.generate_gallery", lambda *a, **k: calls.append(a)
+    )
     for request, message in (
         (lab_request("equicorrelated:rho=-0.9"), r"-1/\(n-1\)"),
         (lab_request("subspace", mask=np.pad(np.ones((1, 1)), 31)), "no foreground left"),

@@ -23,8 +23,9 @@ if not Path(CHROMIUM).exists():  # `make test` installs it (.ci/browser-deps)
         "Debian's chromium is not installed: run bash .ci/browser-deps", allow_module_level=True
     )
 
+from couplednoise.eval.compare import Models  # noqa: E402
+
 import app  # noqa: E402
-from eval.compare import Models  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}

@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-from couplednoise import Subspace, latents_for
-from pipelines.background import (
+from couplednoise.pipelines.background import (
     Sampling,
     background_task,
     dilate_mask,
@@ -19,7 +16,10 @@ from pipelines.background import (
     run_background,
     subspace_gallery,
 )
-from pipelines.inversion import matching_sampler
+from couplednoise.pipelines.inversion import matching_sampler
+from PIL import Image
+
+from couplednoise import Subspace, latents_for
 
 SIZE = 64  # the tiny pipelines' default: 8 x 8 latents
 

@@ -7,10 +7,10 @@ import re
 
 import numpy as np
 import pytest
+from couplednoise.eval.background_eval import dataset_pairs
+from couplednoise.eval.cli import main
 from PIL import Image
 
-from eval.background_eval import dataset_pairs
-from eval.cli import main
 from tests.test_background import reference, square_mask
 
 FAST = ["--steps", "2", "-n", "2", "--no-progress", "--clip", "none"]
@@ -157,7 +157,7 @@ def test_lab_ground_truth_tradeoff(tmp_path):
     """The lab's exact readout: share 1 keeps the reference object far more often than share 0
     (independent noise, which essentially never reproduces all four object attributes), while
     the backgrounds still vary."""
-    from pipelines.lab import build_world
+    from couplednoise.pipelines.lab import build_world
 
     world = build_world(32)
     scene = int(

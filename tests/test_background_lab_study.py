@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from eval.background_lab_study import main, measure, parse_args, reference_scenes
-from pipelines.lab import load_lab_pipeline
+from couplednoise.eval.background_lab_study import main, measure, parse_args, reference_scenes
+from couplednoise.pipelines.lab import load_lab_pipeline
 
 
 def test_study_writes_table_figure_and_json(tmp_path):

@@ -7,11 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-
-from eval import batch_cli
-from eval.batch_config import apply_overrides, load_config, read_config_file, validate_config
-from eval.batch_run import build_items, check_compatible, write_run_config
-from eval.prompt_sources import load_prompts, sample_prompts
+from couplednoise.eval import batch_cli
+from couplednoise.eval.batch_config import (
+    apply_overrides,
+    load_config,
+    read_config_file,
+    validate_config,
+)
+from couplednoise.eval.batch_run import build_items, check_compatible, write_run_config
+from couplednoise.eval.prompt_sources import load_prompts, sample_prompts
 
 
 def lab_config(out: Path, **sections) -> dict:

@@ -18,9 +18,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from eval.batch_config import validate_config
-from eval.batch_run import TIMING_KEY, build_items, part_path, read_jsonl, read_rows, run_batch
+from couplednoise.eval.batch_config import validate_config
+from couplednoise.eval.batch_run import (
+    TIMING_KEY,
+    build_items,
+    part_path,
+    read_jsonl,
+    read_rows,
+    run_batch,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 N_PROMPTS, COUPLINGS, K = 6, ["independent", "repulsive", "orthogonal"], 3
@@ -166,7 +172,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_rows(reference, tmp
     run = tmp_path / "run"
     config_path = write_config(tmp_path / "config.yaml", lab_data(run))
     process = subprocess.Popen(
-        [sys.executable, "-m", "eval", "eval", str(config_path), "--no-progress"],
+        [sys.executable, "-m", "couplednoise", "eval", str(config_path), "--no-progress"],
         cwd=REPO,
         env=subprocess_env(),
         stdout=subprocess.PIPE,
@@ -232,7 +238,7 @@ def test_two_processes_give_the_rows_of_one(reference, tmp_path, name):
     command = [
         *launcher(name),
         "-m",
-        "eval",
+        "couplednoise",
         "eval",
         str(config_path),
         "--no-progress",

@@ -6,10 +6,9 @@ import csv
 import json
 
 import pytest
+from couplednoise.eval.cli import main
+from couplednoise.eval.gallery_folder import find_galleries
 from PIL import Image
-
-from eval.cli import main
-from eval.gallery_folder import find_galleries
 
 SMALL = ["--num-images", "3", "--steps", "4", "--seeds", "0-1"]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from eval import (
+from couplednoise.eval import (
     MissingWeightsError,
     clip_score,
     clip_score_from_features,
@@ -14,7 +13,8 @@ from eval import (
     load_hf_clip,
     pick_score,
 )
-from eval.embedders import resize_and_crop
+from couplednoise.eval.embedders import resize_and_crop
+
 from tests.tiny_models import byte_vocab, tiny_tokenizer
 
 PROMPTS = ["a red cube on a table", "a dog", "two cats under a tree"]

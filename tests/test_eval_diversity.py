@@ -7,9 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
-
-from eval import (
+from couplednoise.eval import (
     ms_ssim_settings,
     pairwise_cosine_distance,
     pairwise_l2,
@@ -18,6 +16,7 @@ from eval import (
     vendi_score,
     vendi_score_from_kernel,
 )
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 
 def _gallery(n: int = 5, size: int = 32, seed: int = 0) -> torch.Tensor:

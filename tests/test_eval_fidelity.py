@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
-
-from eval import (
+from couplednoise.eval import (
     background_diversity,
     background_generation_metrics,
     fidelity_diversity_tradeoff,
@@ -17,6 +12,10 @@ from eval import (
     masked_psnr,
     masked_ssim,
     pairwise_l2,
+)
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
 )
 
 SIZE = 32

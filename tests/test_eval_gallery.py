@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from eval import (
+from couplednoise.eval import (
     Backbones,
     available_metrics,
     gallery_metrics,

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from couplednoise.eval import Backbones, gallery_metrics, load_lpips
+from couplednoise.eval.cli import main
+from couplednoise.eval.gallery_folder import find_galleries, load_gallery
 from PIL import Image
-
-from eval import Backbones, gallery_metrics, load_lpips
-from eval.cli import main
-from eval.gallery_folder import find_galleries, load_gallery
 
 SIZE = 32
 
@@ -104,14 +103,14 @@ def test_score_stops_early_on_bad_arguments_and_missing_weights(tmp_path, monkey
     assert "unknown metric" in capsys.readouterr().out
     assert main(["score", str(tmp_path / "nothing")]) == 2
 
-    import eval.backbones
+    import couplednoise.eval.backbones as backbones_module
 
     def missing(*args, **kwargs):
-        raise eval.backbones.MissingWeightsError(
+        raise backbones_module.MissingWeightsError(
             "LPIPS-alex needs torchvision's ImageNet alex weights"
         )
 
-    monkeypatch.setattr(eval.backbones, "load_lpips", missing)
+    monkeypatch.setattr(backbones_module, "load_lpips", missing)
     assert main(["score", str(tmp_path), "--metrics", "l2,lpips_alex"]) == 2
     assert "ImageNet alex weights" in capsys.readouterr().out
     assert not (tmp_path / "metrics.json").exists()  # nothing half-written

@@ -8,12 +8,11 @@ import sys
 
 import pytest
 import torch
+from couplednoise.eval.cli import main
+from couplednoise.pipelines.galleries import generate_gallery
+from couplednoise.pipelines.generate_cli import parse_seeds
+from couplednoise.pipelines.images import from_pil
 from PIL import Image
-
-from eval.cli import main
-from pipelines.galleries import generate_gallery
-from pipelines.generate_cli import parse_seeds
-from pipelines.images import from_pil
 
 
 def test_generate_writes_a_reproducible_run_folder(tiny_pipeline_dir, sd15_pipe, tmp_path):
@@ -80,7 +79,7 @@ def test_parse_seeds():
 
 def test_console_entry_point_in_a_subprocess(tmp_path):
     out = tmp_path / "lab"
-    command = [sys.executable, "-m", "eval", "generate", "--model", "lab", "--prompt"]
+    command = [sys.executable, "-m", "couplednoise", "generate", "--model", "lab", "--prompt"]
     command += ["a red circle", "-n", "2", "--steps", "3", "--out", str(out), "--no-progress"]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     entries = json.loads((out / "galleries.json").read_text())

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from couplednoise.pipelines.inversion import ddim_schedulers, encode_image, invert, matching_sampler
 
-from pipelines.inversion import ddim_schedulers, encode_image, invert, matching_sampler
 from tests.tiny_models import BUILDERS, DEFAULT_SIZE
 
 
@@ -113,7 +113,7 @@ def test_flow_reconstruction_converges_with_steps():
 
 def test_lab_inversion_reconstructs_the_scene():
     """The lab's exact denoiser: DDIM inversion then DDIM sampling returns the reference pixels."""
-    from pipelines.lab import load_lab_pipeline
+    from couplednoise.pipelines.lab import load_lab_pipeline
 
     pipe = load_lab_pipeline("lab")
     image = pipe.world.images[:1]

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
+from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
 
 
 def brute_force_posterior_mean(x, scenes, alpha, sigma, smoothing):
@@ -146,7 +145,7 @@ def test_local_posterior_mean_rejects_bad_windows_and_shapes():
 
 
 def test_lab_locality_option_swaps_in_the_local_denoiser():
-    from pipelines.lab import load_lab_pipeline, parse_lab_spec
+    from couplednoise.pipelines.lab import load_lab_pipeline, parse_lab_spec
 
     assert parse_lab_spec("lab")["locality"] == 0
     assert parse_lab_spec("lab:locality=7")["locality"] == 7

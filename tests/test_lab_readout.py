@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
-
-from pipelines.lab import ATTRIBUTES, build_world, parse_prompt
-from pipelines.lab.readout import (
+from couplednoise.pipelines.lab import ATTRIBUTES, build_world, parse_prompt
+from couplednoise.pipelines.lab.readout import (
     expected_distinct,
     fixed_object_readout,
     gallery_readout,

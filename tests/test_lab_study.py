@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from eval.lab_study import main, t_interval
+from couplednoise.eval.lab_study import main, t_interval
 
 
 def test_t_interval_matches_scipy():

@@ -1,14 +1,14 @@
-"""pipelines.galleries and pipelines.images on the tiny SD1.5 pipeline."""
+"""couplednoise.pipelines.galleries and pipelines.images on the tiny SD1.5 pipeline."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from couplednoise.pipelines.galleries import generate_galleries, generate_gallery
+from couplednoise.pipelines.images import from_pil, image_grid, save_png
 from PIL import Image
 
 from couplednoise import generate
-from pipelines.galleries import generate_galleries, generate_gallery
-from pipelines.images import from_pil, image_grid, save_png
 from tests.tiny_models import capture_denoiser_inputs
 
 SETTINGS = dict(num_inference_steps=1, guidance_scale=4.0)

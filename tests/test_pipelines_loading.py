@@ -1,4 +1,4 @@
-"""pipelines.loading: local folders, the HF cache, family detection, clear errors."""
+"""couplednoise.pipelines.loading: local folders, the HF cache, family detection, clear errors."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
+from couplednoise.pipelines.cli_args import DTYPE_NAMES
+from couplednoise.pipelines.loading import DTYPES, detect_family, family_from_index, load_pipeline
 
 from couplednoise import latents_for
-from pipelines.cli_args import DTYPE_NAMES
-from pipelines.loading import DTYPES, detect_family, family_from_index, load_pipeline
 
 FAMILY_CLASSES = {
     "sd15": "StableDiffusionPipeline",

@@ -9,11 +9,10 @@ import math
 
 import numpy as np
 import pytest
+from couplednoise.eval import report_cli
+from couplednoise.eval.batch_run import part_path
+from couplednoise.eval.report import build_report, mean_ci, summarize
 from scipy import stats
-
-from eval import report_cli
-from eval.batch_run import part_path
-from eval.report import build_report, mean_ci, summarize
 
 
 def make_rows(values: dict[str, list[list[float]]]) -> list[dict]:

@@ -5,10 +5,10 @@ images = pipe("a red circle", num_images_per_prompt=4, output_type="pt").images
 readout = gallery_readout(images, "a red circle", pipe.world)
 """
 
-from pipelines.lab.load import load_lab_pipeline, parse_lab_spec
-from pipelines.lab.pipeline import SCHEDULERS, LabPipeline, LabPipelineOutput
-from pipelines.lab.prompts import parse_prompt
-from pipelines.lab.world import ATTRIBUTES, World, build_world
+from couplednoise.pipelines.lab.load import load_lab_pipeline, parse_lab_spec
+from couplednoise.pipelines.lab.pipeline import SCHEDULERS, LabPipeline, LabPipelineOutput
+from couplednoise.pipelines.lab.prompts import parse_prompt
+from couplednoise.pipelines.lab.world import ATTRIBUTES, World, build_world
 
 __all__ = [
     "ATTRIBUTES",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-
-from pipelines.lab.pipeline import SCHEDULERS, LabPipeline
-from pipelines.lab.world import build_world
+from couplednoise.pipelines.lab.pipeline import SCHEDULERS, LabPipeline
+from couplednoise.pipelines.lab.world import build_world
 
 DEFAULTS = {
     "size": 32,

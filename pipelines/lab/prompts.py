@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from pipelines.lab.world import ATTRIBUTES
+from couplednoise.pipelines.lab.world import ATTRIBUTES
 
 FILLER = frozenset(
     [

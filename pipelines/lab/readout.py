@@ -18,9 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-
-from pipelines.lab.prompts import parse_prompt
-from pipelines.lab.world import ATTRIBUTES, OBJECT_ATTRIBUTES, World, attribute_index
+from couplednoise.pipelines.lab.prompts import parse_prompt
+from couplednoise.pipelines.lab.world import ATTRIBUTES, OBJECT_ATTRIBUTES, World, attribute_index
 
 
 def nearest_scenes(
