@@ -27,8 +27,8 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from couplednoise.eval.backbones import Backbones, MissingWeightsError, load_clip
-from couplednoise.eval.compare import (
+from couplednoise.eval.backbones.loading import Backbones, MissingWeightsError, load_clip
+from couplednoise.eval.demo.engine import (
     LAB_DEFAULTS,
     LAB_SIZE_RANGE,
     TABLE_HEADERS,
@@ -43,10 +43,10 @@ from couplednoise.eval.compare import (
     write_run_zip,
 )
 
-from couplednoise import COUPLINGS
-
 REGIONS = ("painted region", "lowpass band", "highpass band")
-PARAMETERS = {  # coupling -> the controls it uses (the others are hidden)
+# The couplings a gallery can use (every one in couplednoise.COUPLINGS but the batch wrapper
+# "grouped": a gallery is one group) -> the controls it uses (the others are hidden).
+PARAMETERS = {
     "independent": (),
     "repulsive": ("strength",),
     "equicorrelated": ("rho",),
@@ -99,8 +99,8 @@ def coupling_spec(
     name: str, strength: float, rho: float, region: str, share: float, cutoff: float
 ) -> str:
     """The coupling spec the controls describe (scalar parameters only)."""
-    if name not in COUPLINGS:
-        raise ValueError(f"unknown coupling {name!r}; choose one of {', '.join(COUPLINGS)}")
+    if name not in PARAMETERS:
+        raise ValueError(f"unknown coupling {name!r}; choose one of {', '.join(PARAMETERS)}")
     if name == "repulsive":
         return f"repulsive:strength={float(strength)}"
     if name == "equicorrelated":
@@ -249,7 +249,7 @@ def input_controls(models: Models, limits: Limits) -> dict[str, Any]:
         "negative": gr.Textbox(label="Negative prompt", elem_id="negative"),
         "model": gr.Dropdown(models.names, value=models.names[0], label="Model", elem_id="model"),
         "coupling": gr.Dropdown(
-            list(COUPLINGS), value="repulsive", label="Coupling", elem_id="coupling"
+            list(PARAMETERS), value="repulsive", label="Coupling", elem_id="coupling"
         ),
         "strength": gr.Slider(
             0,

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from couplednoise.eval.batch_config import validate_config
-from couplednoise.eval.batch_run import run_batch
+from couplednoise.eval.batch.config import validate_config
+from couplednoise.eval.batch.run import run_batch
 
 COUPLINGS = ["independent", "repulsive", "orthogonal"]
 
@@ -42,7 +42,7 @@ def time_run(root: Path, name: str, args: argparse.Namespace, overlap: bool) -> 
 
 
 def time_generation(args: argparse.Namespace) -> float:
-    from couplednoise.pipelines.galleries import generate_gallery
+    from couplednoise.pipelines.generation import generate_gallery
     from couplednoise.pipelines.loading import load_pipeline
 
     config = validate_config(config_data(Path("unused"), args, False))

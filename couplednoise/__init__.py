@@ -9,7 +9,17 @@ from couplednoise.extension import conditional_sample
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.grouped import Grouped, sample_groups
 from couplednoise.orthogonal import Orthogonal
-from couplednoise.pipeline_latents import check_latents, generate, latent_shape, latents_for
+from couplednoise.pipeline_latents import (
+    check_latents,
+    count_prompts,
+    default_size,
+    generate,
+    latent_grid,
+    latent_shape,
+    latents_for,
+    size_multiple,
+)
+from couplednoise.projectors import check_binary_mask
 from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
 from couplednoise.subspace import Subspace
 
@@ -26,12 +36,17 @@ __all__ = [
     "Orthogonal",
     "Repulsive",
     "Subspace",
+    "check_binary_mask",
     "check_latents",
     "conditional_sample",
+    "count_prompts",
+    "default_size",
     "generate",
     "get_coupling",
+    "latent_grid",
     "latent_shape",
     "latents_for",
     "parse_spec",
     "sample_groups",
+    "size_multiple",
 ]

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 
 Shape = tuple[int, ...]
+# One generator, or (for couplings that draw groups, such as Grouped) one per group.
+GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
 
 def draw_device(generator: torch.Generator | None) -> torch.device:
@@ -68,21 +70,29 @@ class Coupling(abc.ABC):
     """
 
     name: str = "coupling"
+    # Whether ``sample`` takes a list of generators (one per group; see Grouped).
+    takes_generator_list: bool = False
 
     def sample(
         self,
         n: int,
         shape: Sequence[int],
         *,
-        generator: torch.Generator | None = None,
+        generator: GeneratorArg = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> torch.Tensor:
-        """Draw a coupled batch: Tensor [n, *shape], each row exactly N(0, I)."""
+        """Draw a coupled batch: Tensor [n, *shape], each row exactly N(0, I).
+
+        ``generator``: a torch.Generator (noise is drawn on its device), or None (CPU); couplings
+        that draw groups (``Grouped``) also take a list with one generator per group.
+        """
         n = check_count(n)
         shape = check_shape(shape)
+        check_generator(generator, lists=self.takes_generator_list)
+        check_output_dtype(dtype)
         self._check(n, shape)
-        return finish(self._draw(n, shape, generator), device, dtype)
+        return to_output(self._draw(n, shape, generator), device, dtype)
 
     def correlation(self, n: int) -> torch.Tensor:
         """The n x n cross-sample correlation (float64): Cov(Z_i[c], Z_j[c]) for any coordinate c."""
@@ -103,12 +113,20 @@ class Coupling(abc.ABC):
         together then follow the law documented by the coupling's ``extension_correlation``.
         """
         k = check_count(k, "k")
+        check_generator(generator, lists=False)
+        check_output_dtype(dtype)
+        if not isinstance(previous, torch.Tensor):
+            raise TypeError(
+                f"previous must be a torch.Tensor [n, *shape], got {type(previous).__name__}"
+            )
         if previous.dim() < 2:
             raise ValueError(f"previous must be [n, *shape], got shape {tuple(previous.shape)}")
         n, shape = previous.shape[0], tuple(previous.shape[1:])
         self._check_extension(n, k, shape)
         previous = previous.detach().to(draw_device(generator), torch.float32)
-        return finish(self._extend(previous, k, generator), device, dtype)
+        if not torch.isfinite(previous).all():
+            raise ValueError("previous holds NaN or infinite values; it cannot be a coupled draw")
+        return to_output(self._extend(previous, k, generator), device, dtype)
 
     @property
     def spec(self) -> str:
@@ -150,11 +168,33 @@ class Coupling(abc.ABC):
         return conditional_sample(previous, self.extension_correlation(n, k), generator)
 
 
-def finish(
+def to_output(
     z: torch.Tensor, device: torch.device | str | None, dtype: torch.dtype | None
 ) -> torch.Tensor:
-    """Move float32 samples to ``device`` and cast to ``dtype`` (float32 when None)."""
+    """Move float32 samples to ``device`` and cast to ``dtype`` (float32 when None): the last step
+    of every draw, after all arithmetic in float32 on the generator's device."""
     return z.to(device=device if device is not None else z.device, dtype=dtype or torch.float32)
+
+
+def check_generator(generator, *, lists: bool) -> None:
+    """TypeError unless ``generator`` is None, a torch.Generator or (``lists``) a list of them."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    is_list = isinstance(generator, (list, tuple))
+    if lists and is_list and all(isinstance(g, torch.Generator) for g in generator):
+        return
+    allowed = "a torch.Generator, None" + (" or a list of torch.Generator" if lists else "")
+    raise TypeError(f"generator must be {allowed}, got {type(generator).__name__}")
+
+
+def check_output_dtype(dtype) -> None:
+    """TypeError unless ``dtype`` is None or a real floating torch dtype (noise is not integer)."""
+    if dtype is None:
+        return
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(
+            f"dtype must be a floating torch dtype (torch.float32, float16, bfloat16), got {dtype!r}"
+        )
 
 
 def _describe_tensor(value: torch.Tensor) -> str:

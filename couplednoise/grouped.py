@@ -7,16 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from couplednoise.base import (
-    Coupling,
-    Shape,
-    check_count,
-    check_shape,
-    draw_device,
-    finish,
-)
-
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+from couplednoise.base import Coupling, GeneratorArg, Shape, check_count, draw_device
 
 
 @dataclass(frozen=True, eq=False)
@@ -24,14 +15,16 @@ class Grouped(Coupling):
     """``coupling`` applied to consecutive groups of ``group_size``; groups independent.
 
     Sample i belongs to group i // group_size (prompt-major, as diffusers orders
-    ``num_prompts * num_images_per_prompt``). ``sample`` accepts one generator, drawing the groups
+    ``num_prompts * num_images_per_prompt``). ``sample`` takes one generator, drawing the groups
     in order, or a list with one generator per group (so a group's noise depends only on its own
-    seed, whatever batch it is drawn in).
+    seed, whatever batch it is drawn in). Spec: ``grouped:group_size=4,coupling=repulsive`` (the
+    inner coupling's spec comes last).
     """
 
     coupling: Coupling
     group_size: int
     name = "grouped"
+    takes_generator_list = True
 
     def __post_init__(self):
         if not isinstance(self.coupling, Coupling):
@@ -43,28 +36,14 @@ class Grouped(Coupling):
             raise ValueError(f"batch of {n} is not a whole number of groups of {self.group_size}")
         self.coupling._check(self.group_size, shape)
 
-    def sample(
-        self,
-        n: int,
-        shape: Sequence[int],
-        *,
-        generator: GeneratorArg = None,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:
+    def _draw(self, n: int, shape: Shape, generator: GeneratorArg) -> torch.Tensor:
         """[n, *shape]: n // group_size independent coupled groups, prompt-major."""
-        n, shape = check_count(n), check_shape(shape)
-        self._check(n, shape)
-        groups = n // self.group_size
-        generators = per_group_generators(generator, groups)
+        generators = per_group_generators(generator, n // self.group_size)
         out = torch.empty((n, *shape), dtype=torch.float32, device=draw_device(generators[0]))
         for g, gen in enumerate(generators):
             block = self.coupling._draw(self.group_size, shape, gen)
             out[g * self.group_size : (g + 1) * self.group_size] = block.to(out.device)
-        return finish(out, device, dtype)
-
-    def _draw(self, n, shape, generator):
-        return self.sample(n, shape, generator=generator)
+        return out
 
     def correlation(self, n: int) -> torch.Tensor:
         self._check(n, (1, 1))
@@ -74,7 +53,7 @@ class Grouped(Coupling):
 
     @property
     def spec(self) -> str:
-        return self.coupling.spec
+        return f"grouped:group_size={self.group_size},coupling={self.coupling.spec}"
 
 
 def per_group_generators(generator: GeneratorArg, groups: int) -> list[torch.Generator | None]:

@@ -1,7 +1,9 @@
 """String specs for couplings: "repulsive", "repulsive:strength=0.5", "equicorrelated:rho=0.2".
 
 Used by the CLI, configs and the web demo. Tensor-valued parameters (a subspace ``mask`` or
-``shared`` noise, a Gaussian correlation matrix) are passed as keyword overrides.
+``shared`` noise, a Gaussian correlation matrix) are passed as keyword overrides. A coupling that
+wraps another takes it as a last ``coupling=`` parameter whose value is the rest of the spec:
+"grouped:group_size=4,coupling=repulsive:strength=0.5".
 """
 
 from __future__ import annotations
@@ -11,13 +13,24 @@ from typing import Any
 
 from couplednoise.base import Coupling
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
+from couplednoise.grouped import Grouped
 from couplednoise.orthogonal import Orthogonal
 from couplednoise.subspace import Subspace
 
 COUPLINGS: dict[str, type[Coupling]] = {
     cls.name: cls
-    for cls in (Independent, Repulsive, Equicorrelated, Antithetic, Orthogonal, Gaussian, Subspace)
+    for cls in (
+        Independent,
+        Repulsive,
+        Equicorrelated,
+        Antithetic,
+        Orthogonal,
+        Gaussian,
+        Subspace,
+        Grouped,
+    )
 }
+NESTED = "coupling"  # the parameter that holds a wrapped coupling's spec (the rest of the string)
 ALIASES = {"iid": "independent", "centered": "repulsive", "orthogonal-frame": "orthogonal"}
 
 
@@ -47,11 +60,20 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     if name not in COUPLINGS:
         raise ValueError(f"unknown coupling {name!r}; valid: {', '.join(COUPLINGS)}")
     params: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
+    while rest.strip():
+        item, _, rest = rest.partition(",")
         key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"coupling parameter {item!r} in {spec!r} is not key=value")
-        params[key.strip()] = _parse_value(value)
+        key = key.strip()
+        if not eq or not key:
+            if not item.strip():
+                continue
+            raise ValueError(f"coupling parameter {item.strip()!r} in {spec!r} is not key=value")
+        if key in params:
+            raise ValueError(f"coupling parameter {key!r} is given twice in {spec!r}")
+        if key == NESTED:  # the wrapped coupling's own spec: everything after "coupling="
+            params[key] = ",".join(filter(None, (value, rest))).strip()
+            break
+        params[key] = _parse_value(value)
     return name, params
 
 
@@ -68,6 +90,8 @@ def get_coupling(spec: str | Coupling, **overrides: Any) -> Coupling:
         return spec
     name, params = parse_spec(spec)
     params.update(overrides)
+    if isinstance(params.get(NESTED), str):
+        params[NESTED] = get_coupling(params[NESTED])
     cls = COUPLINGS[name]
     valid = parameters(cls)
     unknown = sorted(set(params) - set(valid))

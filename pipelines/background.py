@@ -34,9 +34,7 @@ from couplednoise.pipelines.inversion import derive_pipeline, invert, matching_s
 from couplednoise.pipelines.loading import detect_family
 from PIL import Image
 
-from couplednoise import Subspace, latents_for
-from couplednoise.pipeline_latents import default_size, latent_grid
-from couplednoise.projectors import check_binary_mask
+from couplednoise import Subspace, check_binary_mask, default_size, latent_grid, latents_for
 
 METHODS = ("subspace", "inversion", "sdedit", "inpaint")
 BASELINE_FAMILIES = ("sd15", "sdxl", "sd3")  # families with Img2Img / Inpaint pipelines

@@ -1,25 +1,14 @@
-"""Image helpers: float [N, 3, H, W] in [0, 1] <-> PNG files, labelled grids, atomic writes.
-
-    save_png(images[0], "out/0.png")               # [3, H, W] -> 8-bit PNG (temp file + os.replace)
-    grid = image_grid([row_a, row_b], labels=["independent", "repulsive"])   # a PIL image
-    save_image(grid, "out/grid.png")
+"""Image tensors <-> PIL: float [3, H, W] in [0, 1] <-> 8-bit RGB (writing files: eval.runs.images).
 
 Written here rather than taken from torchvision: torchvision is not a dependency of the
-``pipelines`` extra, and its make_grid has no row labels.
+``pipelines`` extra.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
-
-LABEL_HEIGHT = 14  # pixels of the label strip above a labelled row (PIL's default bitmap font)
+from PIL import Image
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -34,57 +23,3 @@ def from_pil(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image -> [3, H, W] float32 in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def save_image(image: Image.Image, path: str | Path) -> Path:
-    """Write a PIL image as PNG atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_png(image: torch.Tensor, path: str | Path) -> Path:
-    """Write one image [3, H, W] float in [0, 1] as an 8-bit PNG, atomically."""
-    return save_image(to_pil(image), path)
-
-
-def image_grid(
-    rows: Sequence[torch.Tensor],
-    *,
-    labels: Sequence[str] | None = None,
-    padding: int = 2,
-    background: int = 255,
-) -> Image.Image:
-    """One row per tensor [K_r, 3, H, W] (all images one size), with an optional label each."""
-    if not rows:
-        raise ValueError("image_grid needs at least one row")
-    if labels is not None and len(labels) != len(rows):
-        raise ValueError(f"got {len(labels)} labels for {len(rows)} rows")
-    sizes = {tuple(r.shape[-2:]) for r in rows}
-    if len(sizes) != 1 or any(r.dim() != 4 or r.shape[1] != 3 for r in rows):
-        raise ValueError(f"rows must be [K, 3, H, W] with one H x W; got sizes {sorted(sizes)}")
-    h, w = sizes.pop()
-    columns = max(r.shape[0] for r in rows)
-    strip = LABEL_HEIGHT if labels is not None else 0
-    row_height = strip + h + padding
-    canvas = Image.new(
-        "RGB",
-        (padding + columns * (w + padding), padding + len(rows) * row_height),
-        (background,) * 3,
-    )
-    draw = ImageDraw.Draw(canvas)
-    for r, row in enumerate(rows):
-        top = padding + r * row_height
-        if labels is not None:
-            draw.text((padding, top), labels[r], fill=(0, 0, 0))
-        for k, image in enumerate(row):
-            canvas.paste(to_pil(image), (padding + k * (w + padding), top + strip))
-    return canvas

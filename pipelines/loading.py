@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from couplednoise.pipelines.builtin import builtin_model, spec_name
 
 FAMILY_BY_CLASS = {
     "StableDiffusionPipeline": "sd15",  # SD 1.x and 2.x share the class and the latent layout
@@ -49,8 +50,8 @@ def parse_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.
 
 
 def is_lab(model: str) -> bool:
-    """Whether ``model`` names the built-in lab model ("lab" or "lab:...")."""
-    return model.split(":", 1)[0].strip().lower() == "lab"
+    """Whether ``model`` names the built-in closed-form lab model ("lab" or "lab:...")."""
+    return spec_name(model) == "lab"
 
 
 def default_device() -> torch.device:
@@ -166,7 +167,8 @@ def load_pipeline(
 ) -> Any:
     """A ready pipeline (eval mode, on ``device`` in ``dtype``) for ``model``.
 
-    ``model``: "lab" / "lab:..." (the built-in lab model), a local diffusers folder, or a hub id
+    ``model``: a built-in model spec ("lab", "lab:size=64"; ``builtin.BUILTIN_MODELS``), a local
+    diffusers folder, or a hub id
     (resolved in the HF cache; downloaded only when ``local_files_only`` is False, which is the
     default unless HF_HUB_OFFLINE=1). ``dtype``: torch dtype or "fp16" / "bf16" / "fp32"; default
     fp16 on CUDA, fp32 on CPU. The family is ``detect_family(pipe)``.
@@ -175,10 +177,10 @@ def load_pipeline(
     dtype = parse_dtype(dtype, device)
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model must be a non-empty string, got {model!r}")
-    if is_lab(model):
-        from couplednoise.pipelines.lab import load_lab_pipeline
-
-        return load_lab_pipeline(model, device=device, dtype=dtype)
+    builtin = builtin_model(model)
+    if builtin is not None:
+        builtin.check(model)
+        return builtin.load(model, device=device, dtype=dtype)
     if local_files_only is None:
         from huggingface_hub.constants import HF_HUB_OFFLINE
 

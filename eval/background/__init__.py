@@ -1,0 +1,1 @@
+"""Fixed-object background generation, measured: fidelity inside the mask, diversity outside."""

@@ -1,0 +1,1 @@
+"""Batch experiments: configs (TOML / YAML), resumable data-parallel runs, reports."""

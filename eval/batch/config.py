@@ -1,0 +1,413 @@
+"""Batch experiment configs (TOML or YAML): schema, CLI overrides, validation before any work.
+
+A config names models, a prompt source, coupling specs, gallery settings, metrics and an output
+folder (see configs/*.toml). ``load_config(path, overrides)`` reads it, applies ``--set
+section.key=value`` overrides, checks every key and type, builds every coupling, loads and
+samples the prompts and checks the models, so a bad config fails in a second with a message
+naming the entry, before any model or backbone is loaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from couplednoise.eval.batch.prompts import load_prompts, sample_prompts
+
+WEIGHT_FREE_METRICS = ("l2", "ms_ssim", "vendi_pixel")
+LAB_METRIC = "lab"  # ground-truth readout of the lab model: alignment and coverage
+LAB_VALUES = ("lab_alignment", "lab_scene_cov", "lab_attr_cov", "lab_scenes")
+
+_INT, _FLOAT, _STR, _BOOL = "integer", "number", "string", "boolean"
+_OPT = "optional"  # a key that may be absent (None)
+
+# section -> key -> (type, default); a default of _OPT means None when absent.
+_GENERATION_KEYS = {
+    "steps": (_INT, _OPT),
+    "guidance": (_FLOAT, _OPT),
+    "height": (_INT, _OPT),
+    "width": (_INT, _OPT),
+    "dtype": (_STR, "float32"),
+    "negative_prompt": (_STR, _OPT),
+}
+SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
+    "prompts": {
+        "source": (_STR, "builtin"),
+        "format": (_STR, "auto"),
+        "column": (_STR, _OPT),
+        "n": (_INT, _OPT),
+        "seed": (_INT, 0),
+    },
+    "generation": {
+        "num_images": (_INT, 4),
+        "seeds_per_prompt": (_INT, 1),
+        "seed": (_INT, 0),
+        **_GENERATION_KEYS,
+    },
+    "metrics": {
+        "names": ("list", list(WEIGHT_FREE_METRICS)),
+        "clip_model": (_STR, "ViT-L-14-quickgelu"),
+        "clip_pretrained": (_STR, "openai"),
+        "dino": (_STR, "facebook/dinov2-base"),
+        "pickscore": (_STR, "yuvalkirstain/PickScore_v1"),
+        "lpips_trunks": ("table", {}),
+        "random_weights": (_BOOL, False),
+        "dtype": (_STR, "float32"),
+        "batch_size": (_INT, 16),
+        "vendi_q": (_FLOAT, 1.0),
+    },
+    "output": {"dir": (_STR, None), "save_images": (_BOOL, False), "grids": (_INT, 4)},
+    "run": {"overlap": (_BOOL, _OPT), "report": (_BOOL, True)},
+}
+TOP_LEVEL = {"models": ("list", None), "couplings": ("list", None), "reference": (_STR, _OPT)}
+MODEL_KEYS = {"path": (_STR, None), "name": (_STR, _OPT), **_GENERATION_KEYS}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model and the generation settings it runs with (None = the pipeline's default)."""
+
+    name: str
+    path: str
+    steps: int | None
+    guidance: float | None
+    height: int | None
+    width: int | None
+    dtype: str
+    negative_prompt: str | None
+
+    @property
+    def is_lab(self) -> bool:
+        from couplednoise.pipelines.loading import (
+            is_lab,
+        )  # lazy: keeps config checks free of torch imports
+
+        return is_lab(self.path)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """Metric names and the backbones they are computed with."""
+
+    names: tuple[str, ...]
+    clip_model: str
+    clip_pretrained: str
+    dino: str
+    pickscore: str
+    lpips_trunks: dict[str, str]
+    random_weights: bool
+    dtype: str
+    batch_size: int
+    vendi_q: float
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """A validated experiment: every (model, prompt, seed, coupling) is one gallery = one row."""
+
+    models: tuple[ModelSpec, ...]
+    couplings: tuple[str, ...]  # canonical specs (Coupling.spec)
+    reference: str | None  # coupling the paired differences are taken against
+    prompt_source: dict[str, Any]  # source, format, column, n, seed (for tracing)
+    prompts: tuple[tuple[int, str], ...]  # (index in the source, prompt)
+    num_images: int
+    seeds_per_prompt: int
+    seed: int
+    metrics: MetricSpec
+    output: Path
+    save_images: bool
+    grids: int
+    overlap: bool | None  # None: overlap generation and scoring on CUDA only
+    report: bool
+
+    def seeds_for(self, prompt_index: int) -> list[int]:
+        """The generator seeds of a prompt's galleries: shared by all couplings (paired data)."""
+        first = self.seed + prompt_index * self.seeds_per_prompt
+        return list(range(first, first + self.seeds_per_prompt))
+
+    def fingerprint_sections(self) -> dict[str, Any]:
+        """Everything that determines the rows, by section; a resumed run must match it."""
+        return {
+            "models": [asdict(m) for m in self.models],
+            "prompts": [list(p) for p in self.prompts],
+            "couplings": list(self.couplings),
+            "generation": {
+                "num_images": self.num_images,
+                "seeds_per_prompt": self.seeds_per_prompt,
+                "seed": self.seed,
+            },
+            "metrics": {k: v for k, v in asdict(self.metrics).items() if k != "batch_size"},
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 of ``fingerprint_sections`` as canonical JSON."""
+        text = json.dumps(self.fingerprint_sections(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        """The resolved config as JSON-able data (written to the run's config.json)."""
+        data = asdict(self)
+        data["output"] = str(self.output)
+        data["prompts"] = [list(p) for p in self.prompts]
+        return data
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a .toml / .yaml / .yml file (ValueError if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    suffix = path.suffix.lower()
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            raise ValueError(f"config {path} must be .toml, .yaml or .yml")
+    except ValueError:
+        raise
+    except Exception as error:  # tomllib.TOMLDecodeError / yaml.YAMLError
+        raise ValueError(f"cannot parse {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """ "generation.steps=30" -> (["generation", "steps"], 30); the value is read as TOML
+    (numbers, booleans, "strings", [lists]); anything else is taken as a plain string."""
+    import tomllib
+
+    key, eq, value = text.partition("=")
+    if not eq or not re.fullmatch(r"[A-Za-z_]+(\.[A-Za-z_]+)*", key.strip()):
+        raise ValueError(f"override {text!r} must look like section.key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip().split("."), parsed
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of ``data`` with each "section.key=value" set (later ones win)."""
+    data = json.loads(json.dumps(data, default=str))
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {text!r}: {key!r} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def _unknown_key(where: str, key: str, valid) -> ValueError:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"unknown key {where}{key!r}{hint}; valid: {', '.join(valid)}")
+
+
+def _check_type(where: str, value: Any, kind: str) -> Any:
+    ok = {
+        _INT: isinstance(value, int) and not isinstance(value, bool),
+        _FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool),
+        _STR: isinstance(value, str),
+        _BOOL: isinstance(value, bool),
+        "list": isinstance(value, list),
+        "table": isinstance(value, dict),
+    }[kind]
+    if not ok:
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise TypeError(f"{where} must be {article} {kind}, got {value!r} ({type(value).__name__})")
+    return float(value) if kind == _FLOAT else value
+
+
+def _section(data: Any, name: str, schema: dict[str, tuple[str, Any]]) -> dict[str, Any]:
+    """``data`` checked against ``schema`` with defaults filled in."""
+    where = f"{name}." if name else ""
+    if not isinstance(data, dict):
+        raise TypeError(f"[{name}] must be a table of keys, got {type(data).__name__}")
+    for key in data:
+        if key not in schema:
+            raise _unknown_key(where, key, schema)
+    resolved = {}
+    for key, (kind, default) in schema.items():
+        value = data.get(key)
+        if value is None:
+            if default is None:
+                raise ValueError(f"{where}{key} is required")
+            resolved[key] = None if default is _OPT else default
+        else:
+            resolved[key] = _check_type(f"{where}{key}", value, kind)
+    return resolved
+
+
+def _check_range(where: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ValueError(f"{where} must be >= {low}, got {value}")
+
+
+def _check_dtype(where: str, value: str) -> None:
+    from couplednoise.eval.cli.options import DTYPE_NAMES
+
+    if value not in DTYPE_NAMES:
+        raise ValueError(f"{where} must be one of {', '.join(DTYPE_NAMES)}, got {value!r}")
+
+
+def _models(entries: list, defaults: dict[str, Any]) -> tuple[ModelSpec, ...]:
+    if not entries:
+        raise ValueError("models must name at least one model (a local folder, a hub id or 'lab')")
+    models = []
+    for i, entry in enumerate(entries):
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        fields = _section(entry, f"models[{i}]", MODEL_KEYS)
+        settings = {k: defaults[k] if fields[k] is None else fields[k] for k in _GENERATION_KEYS}
+        model = ModelSpec(name=fields["name"] or fields["path"], path=fields["path"], **settings)
+        for key in ("steps", "height", "width"):
+            _check_range(f"models[{i}].{key}", getattr(model, key), 1)
+        _check_dtype(f"models[{i}].dtype", model.dtype)
+        _check_model_path(model)
+        models.append(model)
+    names = [m.name for m in models]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"model names must be unique; repeated: {duplicates} (set models[].name)")
+    return tuple(models)
+
+
+def _check_model_path(model: ModelSpec) -> None:
+    """Lab specs parse; a local folder is a diffusers folder; a hub id is in the cache when
+    downloads are off (HF_HUB_OFFLINE=1). Reads config files only, loads no weights."""
+    if model.is_lab:
+        from couplednoise.pipelines.lab import parse_lab_spec
+
+        parse_lab_spec(model.path)
+        return
+    from couplednoise.pipelines.loading import resolve_model
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    try:
+        resolve_model(model.path, local_files_only=bool(HF_HUB_OFFLINE))
+    except ValueError as error:
+        raise ValueError(f"models: {model.name!r}: {error}") from error
+
+
+def _couplings(entries: list) -> tuple[str, ...]:
+    from couplednoise import get_coupling
+
+    if not entries:
+        raise ValueError("couplings must list at least one coupling spec, e.g. 'independent'")
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise TypeError(f"couplings[{i}] must be a spec string, got {entry!r}")
+        try:
+            specs.append(get_coupling(entry).spec)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"couplings[{i}] = {entry!r}: {error}") from error
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"couplings repeat a coupling: {specs}")
+    return tuple(specs)
+
+
+def _metric_spec(section: dict[str, Any], models: tuple[ModelSpec, ...]) -> MetricSpec:
+    from couplednoise.eval.metrics.registry import METRICS
+
+    names = section["names"]
+    if not names:
+        raise ValueError("metrics.names must list at least one metric")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"metrics.names[{i}] must be a string, got {name!r}")
+        if name not in METRICS and name != LAB_METRIC:
+            raise ValueError(
+                f"unknown metric {name!r} in metrics.names; known: {', '.join(METRICS)}, "
+                f"{LAB_METRIC} (ground-truth readout, lab model only)"
+            )
+    if LAB_METRIC in names and not all(m.is_lab for m in models):
+        raise ValueError(f"metric {LAB_METRIC!r} (ground-truth readout) needs lab models only")
+    _check_dtype("metrics.dtype", section["dtype"])
+    _check_range("metrics.batch_size", section["batch_size"], 1)
+    trunks = section["lpips_trunks"]
+    for net, path in trunks.items():
+        if not isinstance(path, str) or not Path(path).expanduser().is_file():
+            raise ValueError(f"metrics.lpips_trunks.{net}: weights file not found: {path!r}")
+    trunks = {net: str(Path(path).expanduser()) for net, path in trunks.items()}
+    return MetricSpec(**{**section, "names": tuple(names), "lpips_trunks": trunks})
+
+
+def _check_lab_prompts(models: tuple[ModelSpec, ...], prompts) -> None:
+    if any(m.is_lab for m in models):
+        from couplednoise.pipelines.lab import parse_prompt
+
+        for index, prompt in prompts:
+            try:
+                parse_prompt(prompt)
+            except ValueError as error:
+                raise ValueError(f"prompt {index} cannot run on the lab model: {error}") from error
+
+
+def validate_config(data: dict[str, Any]) -> BatchConfig:
+    """A ``BatchConfig`` from a raw mapping; ValueError / TypeError naming the bad entry."""
+    known = {**TOP_LEVEL, **{name: ("table", {}) for name in SCHEMA}}
+    top = _section(data, "", known)
+    sections = {name: _section(top[name], name, schema) for name, schema in SCHEMA.items()}
+    gen, prompts_section, out = sections["generation"], sections["prompts"], sections["output"]
+    for key, low in (("num_images", 2), ("seeds_per_prompt", 1), ("steps", 1), ("height", 1)):
+        _check_range(f"generation.{key}", gen[key], low)
+    _check_range("generation.width", gen["width"], 1)
+    _check_range("output.grids", out["grids"], 0)
+    _check_dtype("generation.dtype", gen["dtype"])
+    models = _models(top["models"], gen)
+    couplings = _couplings(top["couplings"])
+    reference = top["reference"]
+    if reference is None:
+        reference = "independent" if "independent" in couplings else None
+    else:
+        from couplednoise import get_coupling
+
+        reference = get_coupling(reference).spec
+        if reference not in couplings:
+            raise ValueError(f"reference {reference!r} is not one of the couplings {couplings}")
+    metrics = _metric_spec(sections["metrics"], models)
+    source = {k: prompts_section[k] for k in ("source", "format", "column", "n", "seed")}
+    all_prompts = load_prompts(
+        prompts_section["source"],
+        format=prompts_section["format"],
+        column=prompts_section["column"],
+    )
+    prompts = tuple(sample_prompts(all_prompts, prompts_section["n"], prompts_section["seed"]))
+    _check_lab_prompts(models, prompts)
+    return BatchConfig(
+        models=models,
+        couplings=couplings,
+        reference=reference,
+        prompt_source=source,
+        prompts=prompts,
+        num_images=gen["num_images"],
+        seeds_per_prompt=gen["seeds_per_prompt"],
+        seed=gen["seed"],
+        metrics=metrics,
+        output=Path(out["dir"]).expanduser(),
+        save_images=out["save_images"],
+        grids=out["grids"],
+        overlap=sections["run"]["overlap"],
+        report=sections["run"]["report"],
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> BatchConfig:
+    """Read, override ("section.key=value") and validate a config file."""
+    return validate_config(apply_overrides(read_config_file(path), overrides or []))

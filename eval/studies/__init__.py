@@ -1,0 +1,1 @@
+"""Studies behind the documentation's tables, each a `couplednoise study NAME` subcommand."""

@@ -1,0 +1,155 @@
+"""Coupled galleries: K images of one prompt whose initial noises are drawn jointly.
+
+    gallery = generate_gallery(pipe, "a red car", "repulsive", num_images=4, seed=0)
+    gallery.images        # [4, 3, H, W] float in [0, 1], CPU
+    gallery.metadata      # model, family, scheduler, steps, guidance, size, dtype, seed, versions
+
+A gallery's noise depends only on its seed: ``torch.Generator("cpu").manual_seed(seed)`` draws the
+coupling's K noises (the same on every machine), so one seed gives paired galleries across
+couplings. The same generator then goes to the pipeline (stochastic schedulers, VAE sampling).
+Each gallery is one pipeline call, so regenerating one gallery alone reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from couplednoise.pipelines.provenance import pipeline_record, versions
+from tqdm.auto import tqdm
+
+from couplednoise import Coupling, count_prompts, generate, get_coupling, latents_for
+
+
+@dataclass
+class Gallery:
+    """One prompt's K images from one coupling and seed, with what reproduces them."""
+
+    prompt: str
+    coupling: str
+    seed: int
+    images: torch.Tensor  # [K, 3, H, W] float in [0, 1], CPU
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def call_defaults(pipe: Any) -> dict[str, Any]:
+    """The pipeline's own defaults for the arguments we record (steps, guidance)."""
+    parameters = inspect.signature(pipe.__call__).parameters
+    return {
+        name: parameters[name].default
+        for name in ("num_inference_steps", "guidance_scale")
+        if name in parameters and parameters[name].default is not inspect.Parameter.empty
+    }
+
+
+def check_seed(seed: int) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def generate_gallery(
+    pipe: Any,
+    prompt: str,
+    coupling: Coupling | str,
+    *,
+    num_images: int,
+    seed: int,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    **pipe_kwargs: Any,
+) -> Gallery:
+    """``num_images`` images of ``prompt`` whose initial noises come jointly from ``coupling``."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    coupling = get_coupling(coupling)
+    seed = check_seed(seed)
+    settings = {
+        "num_inference_steps": num_inference_steps,
+        "guidance_scale": guidance_scale,
+        "negative_prompt": negative_prompt,
+        "height": height,
+        "width": width,
+    }
+    settings = {k: v for k, v in settings.items() if v is not None}
+    generator = torch.Generator("cpu").manual_seed(seed)
+    output = generate(
+        pipe,
+        prompt,
+        coupling,
+        num_images_per_prompt=num_images,
+        generator=generator,
+        output_type="pt",
+        **settings,
+        **pipe_kwargs,
+    )
+    images = output.images.detach().float().cpu()
+    effective = {**call_defaults(pipe), **settings}
+    metadata = {
+        **pipeline_record(pipe),
+        "steps": effective.get("num_inference_steps"),
+        "guidance": effective.get("guidance_scale"),
+        "negative_prompt": negative_prompt,
+        "size": [int(images.shape[-2]), int(images.shape[-1])],
+        "dtype": str(getattr(pipe, "dtype", None) or images.dtype).removeprefix("torch."),
+        "device": str(getattr(pipe, "device", "cpu")),
+        "seed": seed,
+        "noise_generator": "torch.Generator('cpu').manual_seed(seed)",
+        "coupling": coupling.spec,
+        "num_images": num_images,
+        "extra_pipeline_kwargs": sorted(pipe_kwargs),
+        "versions": versions(),
+    }
+    return Gallery(prompt, coupling.spec, seed, images, metadata)
+
+
+def generate_galleries(
+    pipe: Any,
+    prompts: Sequence[str],
+    couplings: Sequence[Coupling | str],
+    *,
+    num_images: int,
+    seeds: Sequence[int],
+    progress: bool = True,
+    **settings: Any,
+) -> list[Gallery]:
+    """One gallery per (prompt, seed, coupling), in that nesting order; progress over prompts.
+
+    ``settings`` are generate_gallery's keywords (num_inference_steps, guidance_scale,
+    negative_prompt, height, width, other pipeline arguments). Everything is validated before
+    the first pipeline call.
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    count_prompts(prompts, {})  # non-empty list of strings, else ValueError
+    couplings = [get_coupling(c) for c in couplings]
+    if not couplings:
+        raise ValueError("give at least one coupling")
+    seeds = [check_seed(s) for s in seeds]
+    if not seeds:
+        raise ValueError("give at least one seed")
+    for coupling in couplings:  # cheap draws that check size, count and coupling together
+        latents_for(
+            pipe,
+            coupling,
+            num_images_per_prompt=num_images,
+            height=settings.get("height"),
+            width=settings.get("width"),
+        )
+    if hasattr(pipe, "set_progress_bar_config"):  # ours runs over prompts; silence per-step bars
+        pipe.set_progress_bar_config(disable=True)
+    galleries = []
+    for prompt in tqdm(prompts, desc="prompts", unit="prompt", disable=not progress):
+        for seed in seeds:
+            for coupling in couplings:
+                galleries.append(
+                    generate_gallery(
+                        pipe, prompt, coupling, num_images=num_images, seed=seed, **settings
+                    )
+                )
+    return galleries

@@ -1,0 +1,126 @@
+"""`couplednoise score`: galleries.json runs and plain folders, bad galleries reported, rest scored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from couplednoise.eval import Backbones, gallery_metrics, load_lpips
+from couplednoise.eval.cli import main
+from couplednoise.eval.runs.galleries import find_galleries, load_gallery
+from PIL import Image
+
+SIZE = 32
+
+
+def _save(path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A generate-style run: two good galleries, one with an unreadable image, one empty."""
+    entries = []
+    for index, coupling in enumerate(["independent", "repulsive"]):
+        files = [f"g{index}/{k}.png" for k in range(3)]
+        for k, name in enumerate(files):
+            _save(tmp_path / name, seed=10 * index + k)
+        entries.append(
+            {
+                "id": f"g{index}",
+                "prompt": "a cat",
+                "coupling": coupling,
+                "seed": index,
+                "files": files,
+            }
+        )
+    _save(tmp_path / "bad/0.png", seed=99)
+    (tmp_path / "bad/1.png").write_bytes(b"not a png")
+    entries.append(
+        {"id": "bad", "prompt": "x", "coupling": "repulsive", "files": ["bad/0.png", "bad/1.png"]}
+    )
+    entries.append({"id": "empty", "prompt": "y", "coupling": "repulsive", "files": []})
+    (tmp_path / "galleries.json").write_text(json.dumps(entries))
+    (tmp_path / "config.json").write_text("{}")
+    return tmp_path
+
+
+def test_score_run_folder_scores_good_galleries_and_reports_bad_ones(run_dir, capsys):
+    code = main(["score", str(run_dir), "--metrics", "l2,ms_ssim,lpips_alex", "--random-weights"])
+    assert code == 1  # something failed, the rest was still scored
+    report = json.loads((run_dir / "metrics.json").read_text())
+    assert [row["id"] for row in report["galleries"]] == ["g0", "g1"]
+    failed = {f["id"]: f["error"] for f in report["failed"]}
+    assert "cannot read image" in failed["bad"] and "1.png" in failed["bad"]
+    assert "empty gallery" in failed["empty"]
+    assert report["config"]["random_weights"] is True
+
+    # The weight-free numbers are gallery_metrics on the same images.
+    sources = {s.id: s for s in find_galleries(run_dir)}
+    row = report["galleries"][1]
+    images = load_gallery(sources["g1"])
+    assert row["coupling"] == "repulsive" and row["n_images"] == 3 and row["seed"] == 1
+    direct = gallery_metrics(images, metrics=["l2", "ms_ssim"])
+    assert row["metrics"]["l2"] == pytest.approx(direct["l2"], rel=1e-6)
+    assert row["metrics"]["ms_ssim"] == pytest.approx(direct["ms_ssim"], rel=1e-6)
+    assert row["metrics"]["lpips_alex"] > 0
+    means = report["summary"]["all"]
+    l2s = [r["metrics"]["l2"] for r in report["galleries"]]
+    assert means["l2"] == pytest.approx(sum(l2s) / 2)
+    assert set(report["summary"]["by_coupling"]) == {"independent", "repulsive"}
+
+    table = (run_dir / "metrics.md").read_text()
+    assert "| g0 | independent | 3 |" in table and "**mean**" in table
+    csv_lines = (run_dir / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("gallery,prompt,coupling,seed,n_images,l2")
+    assert len(csv_lines) == 3
+    out = capsys.readouterr().out
+    assert "gallery 'bad'" in out and "scored 2 of 4 galleries" in out
+
+
+def test_score_plain_folders_with_prompt_txt(tmp_path):
+    for k in range(2):
+        _save(tmp_path / "cats" / f"{k}.png", seed=k)
+        _save(tmp_path / "dogs" / f"{k}.jpg", seed=5 + k)
+    (tmp_path / "cats" / "prompt.txt").write_text("a photo of a cat\n")
+    galleries = find_galleries(tmp_path)
+    assert [(g.id, g.prompt) for g in galleries] == [("cats", "a photo of a cat"), ("dogs", "dogs")]
+    out = tmp_path / "scores"
+    assert main(["score", str(tmp_path), "--metrics", "l2,vendi_pixel", "--out", str(out)]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert [r["prompt"] for r in report["galleries"]] == ["a photo of a cat", "dogs"]
+    assert report["failed"] == []
+
+
+def test_score_stops_early_on_bad_arguments_and_missing_weights(tmp_path, monkeypatch, capsys):
+    _save(tmp_path / "a" / "0.png", seed=0)
+    _save(tmp_path / "a" / "1.png", seed=1)
+    assert main(["score", str(tmp_path), "--metrics", "fid"]) == 2
+    assert "unknown metric" in capsys.readouterr().out
+    assert main(["score", str(tmp_path / "nothing")]) == 2
+
+    import couplednoise.eval.backbones.loading as backbones_module
+
+    def missing(*args, **kwargs):
+        raise backbones_module.MissingWeightsError(
+            "LPIPS-alex needs torchvision's ImageNet alex weights"
+        )
+
+    monkeypatch.setattr(backbones_module, "load_lpips", missing)
+    assert main(["score", str(tmp_path), "--metrics", "l2,lpips_alex"]) == 2
+    assert "ImageNet alex weights" in capsys.readouterr().out
+    assert not (tmp_path / "metrics.json").exists()  # nothing half-written
+
+
+def test_backbones_load_builds_only_what_is_asked():
+    backbones = Backbones.load(lpips=("alex",), clip=None, random_weights=True)
+    assert list(backbones.lpips) == ["alex"] and backbones.clip is None
+    reference = load_lpips("alex", random_weights=True)
+    assert type(backbones.lpips["alex"]) is type(reference)
+    assert torch.equal(
+        backbones.lpips["alex"].lin0.model[-1].weight, reference.lin0.model[-1].weight
+    )
