@@ -27,6 +27,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+
 from couplednoise.eval.backbones.loading import Backbones, MissingWeightsError, load_clip
 from couplednoise.eval.demo.engine import (
     LAB_DEFAULTS,

@@ -12,6 +12,7 @@ import argparse
 import time
 
 import torch
+
 from couplednoise.pipelines.lab import load_lab_pipeline
 from couplednoise.pipelines.lab.denoiser import posterior_mean
 

@@ -13,6 +13,7 @@ import argparse
 import time
 
 import torch
+
 from couplednoise.eval import load_lpips, lpips_features, pairwise_lpips
 
 

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from couplednoise.pipelines.images import from_pil
-from couplednoise.pipelines.inversion import derive_pipeline, invert, matching_sampler
-from couplednoise.pipelines.loading import detect_family
 from PIL import Image
 
 from couplednoise import Subspace, check_binary_mask, default_size, latent_grid, latents_for
+from couplednoise.pipelines.images import from_pil
+from couplednoise.pipelines.inversion import derive_pipeline, invert, matching_sampler
+from couplednoise.pipelines.loading import detect_family
 
 METHODS = ("subspace", "inversion", "sdedit", "inpaint")
 BASELINE_FAMILIES = ("sd15", "sdxl", "sd3")  # families with Img2Img / Inpaint pipelines

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from couplednoise.pipelines.provenance import pipeline_record, versions
 from tqdm.auto import tqdm
 
 from couplednoise import Coupling, count_prompts, generate, get_coupling, latents_for
+from couplednoise.pipelines.provenance import pipeline_record, versions
 
 
 @dataclass

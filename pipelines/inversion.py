@@ -18,8 +18,9 @@ from __future__ import annotations
 import itertools
 
 import torch
-from couplednoise.pipelines.loading import detect_family, dtype_keyword
 from tqdm.auto import tqdm
+
+from couplednoise.pipelines.loading import detect_family, dtype_keyword
 
 INVERTIBLE_FAMILIES = ("sd15", "sdxl", "sd3", "lab")
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from couplednoise.pipelines.builtin import builtin_model, spec_name
 
 FAMILY_BY_CLASS = {

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from couplednoise.eval.metrics.checks import check_images
 
 

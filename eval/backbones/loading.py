@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+
 from couplednoise.eval.backbones.defaults import (
     DEFAULT_CLIP_MODEL,
     DEFAULT_CLIP_PRETRAINED,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from couplednoise.eval.metrics.alignment import clip_score
 from couplednoise.eval.metrics.fidelity import (
     background_diversity,
@@ -134,6 +135,7 @@ def tradeoff_figure(summary: Sequence[dict[str, Any]], path: str | Path, *, view
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from couplednoise.eval.runs.images import save_image
 
     entries = [e for e in summary if e["view"] == view]

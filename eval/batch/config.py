@@ -295,8 +295,9 @@ def _check_model_path(model: ModelSpec) -> None:
 
         parse_lab_spec(model.path)
         return
-    from couplednoise.pipelines.loading import resolve_model
     from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    from couplednoise.pipelines.loading import resolve_model
 
     try:
         resolve_model(model.path, local_files_only=bool(HF_HUB_OFFLINE))

@@ -286,9 +286,10 @@ def tradeoff_plot(records: list[dict], model: str, path: Path) -> Path | None:
 
 def gallery_figures(run_dir: Path, rows: list[dict], out: Path, max_grids: int) -> list[Path]:
     """Per sampled (model, prompt, seed): its couplings' saved grids stacked, labelled."""
+    from PIL import Image
+
     from couplednoise.eval.runs.images import image_grid, save_image
     from couplednoise.pipelines.images import from_pil
-    from PIL import Image
 
     groups: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
     for row in sorted(rows, key=lambda r: r["index"]):

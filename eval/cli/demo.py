@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from couplednoise.eval.cli.options import parse_seeds
+
 DEFAULT_OUT = "couplednoise-demo"
 DEFAULT_COUPLINGS = ("independent", "repulsive", "orthogonal", "subspace")
 LAB_PROMPTS = (
@@ -75,20 +77,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="denoising steps (default lab 20, SD 30)")
     parser.add_argument("--guidance", type=float, help="guidance scale (default lab 1.0, SD 7.5)")
     parser.add_argument("--device", default=None, help="cpu / cuda (default cuda if available)")
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0', '1,5,7', '0-4' or a mix -> the list of seeds."""
-    seeds: list[int] = []
-    try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            low, dash, high = part.partition("-")
-            seeds += list(range(int(low), int(high) + 1)) if dash else [int(low)]
-    except ValueError as error:
-        raise ValueError(f"--seeds {text!r}: use '0', '0,3' or '0-4'") from error
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r} must name distinct seeds")
-    return seeds
 
 
 def is_lab(model: str) -> bool:
@@ -219,9 +207,10 @@ def fixed_object_reference(pipe, prompt: str, seed: int, plan: dict, torch):
 
 def _generate(pipe, plan: dict, torch) -> tuple[list[dict], list[dict]]:
     """Every gallery: generated, read out and scored. Returns (metric rows, gallery records)."""
+    from tqdm.auto import tqdm
+
     from couplednoise.eval.metrics.registry import gallery_metrics
     from couplednoise.pipelines.generation import generate_gallery
-    from tqdm.auto import tqdm
 
     if plan["lab"]:
         from couplednoise.pipelines.lab.readout import fixed_object_readout, gallery_readout

@@ -27,27 +27,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from couplednoise.eval.cli.options import add_run_folder_arguments, add_sampling_arguments
-
+from couplednoise.eval.cli.options import (
+    add_run_folder_arguments,
+    add_sampling_arguments,
+    parse_seeds,
+)
 from couplednoise.spec import describe_couplings, get_coupling
-
-
-def parse_seeds(text: str) -> list[int]:
-    """ "0-3" -> [0, 1, 2, 3]; "0,5,7-8" -> [0, 5, 7, 8]; duplicates are an error."""
-    seeds: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
-        if not match:
-            raise ValueError(f"seed {part!r} in {text!r} is not N or N-M (non-negative ints)")
-        start, end = int(match[1]), int(match[2] or match[1])
-        if end < start:
-            raise ValueError(f"seed range {part!r} is descending")
-        seeds.extend(range(start, end + 1))
-    if not seeds:
-        raise ValueError(f"no seeds in {text!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds {text!r} repeat a seed")
-    return seeds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -142,11 +142,12 @@ def csv_table(rows: list[dict], metrics: list[str]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Score every gallery of ``args.run_dir``; 0 = all scored, 1 = some failed, 2 = nothing ran."""
     import torch
+    from tqdm import tqdm
+
     from couplednoise.eval.backbones.loading import Backbones, MissingWeightsError
     from couplednoise.eval.metrics.registry import METRICS, check_metric_names, gallery_metrics
     from couplednoise.eval.runs.galleries import find_galleries, load_gallery
     from couplednoise.pipelines.provenance import versions
-    from tqdm import tqdm
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     try:

@@ -27,14 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from couplednoise.eval.backbones.loading import Backbones
-from couplednoise.eval.metrics.registry import METRICS, gallery_metrics
-from couplednoise.eval.runs.images import save_image, save_png
-from couplednoise.pipelines.generation import Gallery, generate_gallery
-from couplednoise.pipelines.lab import LabPipeline, parse_lab_spec
-from couplednoise.pipelines.lab.readout import gallery_readout
-from couplednoise.pipelines.lab.world import SIZES as LAB_SIZES
-from couplednoise.pipelines.loading import is_lab, load_pipeline
 from PIL import Image
 
 from couplednoise import (
@@ -45,6 +37,14 @@ from couplednoise import (
     parse_spec,
     size_multiple,
 )
+from couplednoise.eval.backbones.loading import Backbones
+from couplednoise.eval.metrics.registry import METRICS, gallery_metrics
+from couplednoise.eval.runs.images import save_image, save_png
+from couplednoise.pipelines.generation import Gallery, generate_gallery
+from couplednoise.pipelines.lab import LabPipeline, parse_lab_spec
+from couplednoise.pipelines.lab.readout import gallery_readout
+from couplednoise.pipelines.lab.world import SIZES as LAB_SIZES
+from couplednoise.pipelines.loading import is_lab, load_pipeline
 
 LAB = "lab"
 LAB_DEFAULTS = {"steps": 20, "guidance": 1.0}

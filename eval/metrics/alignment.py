@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from couplednoise.eval.metrics.checks import check_reduction
 
 

@@ -8,6 +8,7 @@ reference, diversity outside it between gallery images.
 from __future__ import annotations
 
 import torch
+
 from couplednoise.eval.metrics.checks import check_mask, check_reduction, check_reference
 from couplednoise.eval.metrics.lpips_pairwise import masked_lpips, pairwise_lpips
 from couplednoise.eval.metrics.pairwise import pairwise_l2

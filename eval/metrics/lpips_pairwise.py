@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from couplednoise.eval.metrics.checks import (
     check_images,
     check_mask,

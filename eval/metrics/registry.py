@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from couplednoise.eval.backbones.loading import Backbones
 from couplednoise.eval.metrics.alignment import clip_score_from_features, pick_score
 from couplednoise.eval.metrics.checks import check_images

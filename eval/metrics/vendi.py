@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from couplednoise.eval.metrics.checks import check_features
 
 KERNELS = ("cosine", "rbf")

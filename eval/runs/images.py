@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from couplednoise.pipelines.images import to_pil
 from PIL import Image, ImageDraw
+
+from couplednoise.pipelines.images import to_pil
 
 LABEL_HEIGHT = 14  # pixels of the label strip above a labelled row (PIL's default bitmap font)
 

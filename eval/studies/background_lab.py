@@ -1,7 +1,7 @@
 """The fixed-object task on the lab, measured against ground truth over many references.
 
-    python -m couplednoise.eval.studies.background_lab        # writes docs/background_lab_study.{png,md,json}
-    python -m couplednoise.eval.studies.background_lab --references 96 --dilations 0,2,4 --shares 0,0.9,1
+    couplednoise study background-lab      # writes docs/background_lab_study.{png,md,json}
+    couplednoise study background-lab --references 96 --dilations 0,2,4 --shares 0,0.9,1
 
 For each reference (a seeded random sample of world scenes) the scene is inverted once (DDIM,
 guidance 1) and galleries are drawn with ``Subspace(mask dilated by d px, share, shared=x_T)``
@@ -19,38 +19,49 @@ import json
 from pathlib import Path
 
 import torch
-from couplednoise.eval.batch.report import save_figure
-from couplednoise.eval.cli.background import parse_floats
-from couplednoise.eval.studies.lab import t_interval
-from couplednoise.pipelines.lab.world import ATTRIBUTES
 from tqdm.auto import tqdm
+
+from couplednoise.eval.cli.options import (
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
+    float_list,
+    int_in,
+    int_list,
+)
+from couplednoise.eval.runs.atomic import save_figure, write_text
+from couplednoise.eval.runs.stats import t_interval
+from couplednoise.eval.studies.common import study_args
+from couplednoise.pipelines.lab.world import ATTRIBUTES
 
 METRICS = ("object_kept", "kept_on_new_background", "distinct_backgrounds")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lab", help="lab spec, e.g. lab:size=64")
-    parser.add_argument("--references", type=int, default=64, help="reference scenes sampled")
-    parser.add_argument("--reference-seed", type=int, default=0, help="seed of that sample")
-    parser.add_argument("--shares", default="0,0.5,0.9,1", help="share lambdas, comma list")
-    parser.add_argument("--dilations", default="0,1,2,3,4", help="dilations in pixels")
+    parser.add_argument(
+        "--references", type=int_in(2, 100_000), default=64, help="reference scenes sampled"
+    )
+    parser.add_argument(
+        "--reference-seed", type=int_in(0, MAX_SEED), default=0, help="seed of that sample"
+    )
+    parser.add_argument(
+        "--shares", type=float_list(0.0, 1.0), default=[0.0, 0.5, 0.9, 1.0], help="share lambdas"
+    )
+    parser.add_argument(
+        "--dilations", type=int_list(0, 64), default=[0, 1, 2, 3, 4], help="dilations in pixels"
+    )
     parser.add_argument("--prompt", default="", help="background prompt ('' = whole world)")
-    parser.add_argument("-n", "--num-images", type=int, default=8, help="images per gallery")
-    parser.add_argument("--seed", type=int, default=0, help="gallery seed of the first reference")
-    parser.add_argument("--steps", type=int, default=20, help="sampling and inversion steps")
+    parser.add_argument(
+        "-n", "--num-images", type=int_in(2, MAX_IMAGES), default=8, help="images per gallery"
+    )
+    parser.add_argument(
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="gallery seed of the first reference"
+    )
+    parser.add_argument(
+        "--steps", type=int_in(1, MAX_STEPS), default=20, help="sampling and inversion steps"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for the outputs")
-    args = parser.parse_args(argv)
-    try:
-        args.shares = parse_floats(args.shares, "--shares")
-        args.dilations = [int(d) for d in parse_floats(args.dilations, "--dilations")]
-    except ValueError as error:
-        parser.error(str(error))
-    if args.references < 2 or args.num_images < 2:
-        parser.error("--references and -n must be >= 2")
-    if any(not 0 <= s <= 1 for s in args.shares) or any(d < 0 for d in args.dilations):
-        parser.error("shares must lie in [0, 1] and dilations be >= 0")
-    return args
 
 
 def reference_scenes(world, count: int, seed: int) -> list[int]:
@@ -168,10 +179,9 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
     save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.lab import load_lab_pipeline
 
-    args = parse_args(argv)
     pipe = load_lab_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
     pipe.scenes_for(args.prompt)  # an unknown word fails here, before any work
@@ -184,20 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     records = summarise(per_scene, args)
     table = markdown_table(records, args)
     figure(records, args, args.out / "background_lab_study.png")
-    (args.out / "background_lab_study.md").write_text(table + "\n")
-    (args.out / "background_lab_study.json").write_text(
-        json.dumps(
-            {
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "references": scenes,
-                "records": records,
-            },
-            indent=1,
-        )
+    write_text(args.out / "background_lab_study.md", table + "\n")
+    write_text(
+        args.out / "background_lab_study.json",
+        json.dumps({"args": study_args(args), "references": scenes, "records": records}, indent=1),
     )
     print(table)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,10 +1,10 @@
 """Coverage and alignment of coupled vs independent galleries on the lab, with confidence intervals.
 
-    python -m couplednoise.eval.studies.lab                       # writes docs/lab_study.png and docs/lab_study.md
-    python -m couplednoise.eval.studies.lab --seeds 200 --sizes 2,4,8,16 --out docs
+    couplednoise study lab                       # writes docs/lab_study.png and docs/lab_study.md
+    couplednoise study lab --seeds 0-199 --sizes 2,4,8,16 --out docs
 
-For each prompt, coupling and gallery size K, ``--seeds`` galleries (seed s draws gallery s; the
-same seeds for every coupling) are generated on the lab model and read out against ground truth:
+For each prompt, coupling and gallery size K, one gallery per seed of ``--seeds`` (seed s draws
+gallery s; the same seeds for every coupling) are generated on the lab model and read out against ground truth:
 scene coverage and attribute coverage (fractions of the best possible, min(K, #matching scenes /
 values); 1.0 is the theoretical limit), alignment, and the expectation for K independent exact
 draws. Reports mean and 95% t-intervals over galleries (prompts x seeds), and the mean paired
@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from couplednoise.eval.cli.options import MAX_IMAGES, MAX_STEPS, int_in, int_list, seed_list
+from couplednoise.eval.runs.atomic import save_figure, write_text
+from couplednoise.eval.runs.stats import t_interval
+from couplednoise.eval.studies.common import study_args
 
 DEFAULT_PROMPTS = (
     "a red circle on a white background",
@@ -37,51 +39,40 @@ TITLES = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lab", help="lab spec, e.g. lab:size=64,scheduler=flow")
     parser.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
     parser.add_argument("--couplings", nargs="+", default=list(DEFAULT_COUPLINGS))
-    parser.add_argument("--sizes", default="2,4,8,16", help="gallery sizes K, comma-separated")
-    parser.add_argument("--seeds", type=int, default=100, help="galleries per prompt and K")
-    parser.add_argument("--steps", type=int, default=20, help="denoising steps")
+    parser.add_argument(
+        "--sizes", type=int_list(2, MAX_IMAGES), default=[2, 4, 8, 16], help="gallery sizes K"
+    )
+    parser.add_argument(
+        "--seeds", type=seed_list, default=seed_list("0-99"), help="gallery seeds (default 0-99)"
+    )
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=20, help="denoising steps")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for figure + table")
-    args = parser.parse_args(argv)
-    args.sizes = [int(k) for k in args.sizes.split(",")]
-    if args.seeds < 2 or any(k < 2 for k in args.sizes):
-        parser.error("--seeds and every gallery size must be >= 2")
-    return args
 
 
-def t_interval(values: torch.Tensor) -> tuple[float, float]:
-    """(mean, half-width of the 95% Student-t interval) of a sample."""
-    from scipy.stats import t
-
-    n = values.numel()
-    mean = values.double().mean().item()
-    half = t.ppf(0.975, n - 1) * values.double().std().item() / math.sqrt(n)
-    return mean, half
-
-
-def run_galleries(pipe, prompt: str, coupling: str, k: int, seeds: int, steps: int) -> list[dict]:
-    """Readout summaries of ``seeds`` galleries of K (gallery s drawn from seed s), in one batch."""
+def run_galleries(
+    pipe, prompt: str, coupling: str, k: int, seeds: list[int], steps: int
+) -> list[dict]:
+    """Readout summaries of one gallery of K per seed (gallery s drawn from seed s), one batch."""
+    from couplednoise import latents_for
     from couplednoise.pipelines.lab.readout import gallery_readout
 
-    from couplednoise import latents_for
-
-    generators = [torch.Generator("cpu").manual_seed(s) for s in range(seeds)]
+    generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     latents = latents_for(
-        pipe, coupling, num_images_per_prompt=k, num_prompts=seeds, generator=generators
+        pipe, coupling, num_images_per_prompt=k, num_prompts=len(seeds), generator=generators
     )
     images = pipe(
-        [prompt] * seeds,
+        [prompt] * len(seeds),
         num_images_per_prompt=k,
         latents=latents,
         num_inference_steps=steps,
         output_type="pt",
     ).images
     rows = []
-    for s in range(seeds):
+    for s in range(len(seeds)):
         readout = gallery_readout(images[s * k : (s + 1) * k], prompt, pipe.world)
         expected = [c.expected_independent / c.limit for c in readout.attribute_coverage.values()]
         rows.append(
@@ -119,7 +110,7 @@ def summarise(results: dict, couplings: list[str], sizes: list[int]) -> list[dic
 def markdown_table(records: list[dict], args: argparse.Namespace) -> str:
     """The table for docs/lab.md: coverage beside the limit (1.0) and the independent expectation."""
     lines = [
-        f"Lab study: {args.seeds} seeds x {len(args.prompts)} prompts per cell "
+        f"Lab study: {len(args.seeds)} seeds x {len(args.prompts)} prompts per cell "
         f"({args.model}, {args.steps} steps); mean [95% CI]; limit = 1.000.",
         "",
         "| K | coupling | attribute coverage | vs independent | scene coverage | vs independent"
@@ -190,21 +181,15 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
         ax.set_xlabel("gallery size K")
         ax.set_title(TITLES[metric])
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"lab: {args.seeds} seeds x {len(args.prompts)} prompts, mean and 95% CI")
+    fig.suptitle(f"lab: {len(args.seeds)} seeds x {len(args.prompts)} prompts, mean and 95% CI")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
+    from couplednoise import get_coupling
     from couplednoise.pipelines.lab import load_lab_pipeline
 
-    from couplednoise import get_coupling
-
-    args = parse_args(argv)
     for spec in args.couplings:
         get_coupling(spec)
     pipe = load_lab_pipeline(args.model)
@@ -223,15 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     records = summarise(results, args.couplings, args.sizes)
     table = markdown_table(records, args)
     figure(records, args, args.out / "lab_study.png")
-    (args.out / "lab_study.md").write_text(table + "\n")
-    (args.out / "lab_study.json").write_text(
-        json.dumps(
-            {"args": {k: str(v) for k, v in vars(args).items()}, "records": records}, indent=1
-        )
+    write_text(args.out / "lab_study.md", table + "\n")
+    write_text(
+        args.out / "lab_study.json",
+        json.dumps({"args": study_args(args), "records": records}, indent=1),
     )
     print(table)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from couplednoise.pipelines.lab.pipeline import SCHEDULERS, LabPipeline
 from couplednoise.pipelines.lab.world import build_world
 

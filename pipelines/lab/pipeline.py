@@ -17,9 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
-from couplednoise.pipelines.lab.prompts import parse_prompt
-from couplednoise.pipelines.lab.world import World
 from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
@@ -29,6 +26,10 @@ from diffusers import (
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
+
+from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
+from couplednoise.pipelines.lab.prompts import parse_prompt
+from couplednoise.pipelines.lab.world import World
 
 # DDPM's pixel-space schedule (linear betas 1e-4 .. 0.02); "trailing" starts at pure noise.
 _DDPM_BETAS = {

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
 from couplednoise.pipelines.lab.prompts import parse_prompt
 from couplednoise.pipelines.lab.world import ATTRIBUTES, OBJECT_ATTRIBUTES, World, attribute_index
 

@@ -8,6 +8,9 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+
+import app
+from couplednoise import COUPLINGS, Equicorrelated, Repulsive, Subspace, get_coupling
 from couplednoise.eval import Backbones, clip_score_from_features, gallery_metrics
 from couplednoise.eval.demo.engine import (
     NO_CLIP,
@@ -25,9 +28,6 @@ from couplednoise.eval.runs.galleries import find_galleries
 from couplednoise.pipelines.generation import generate_gallery
 from couplednoise.pipelines.lab import parse_lab_spec
 from couplednoise.pipelines.lab.readout import gallery_readout
-
-import app
-from couplednoise import COUPLINGS, Equicorrelated, Repulsive, Subspace, get_coupling
 
 GENERIC = ["l2", "ms_ssim", "vendi_pixel"]
 LAB_ROWS = ["lab_alignment", "lab_scenes", "lab_attribute_coverage"]

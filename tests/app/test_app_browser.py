@@ -23,9 +23,8 @@ if not Path(CHROMIUM).exists():  # `make test` installs it (.ci/browser-deps)
         "Debian's chromium is not installed: run bash .ci/browser-deps", allow_module_level=True
     )
 
-from couplednoise.eval.demo.engine import Models  # noqa: E402
-
 import app  # noqa: E402
+from couplednoise.eval.demo.engine import Models  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from couplednoise import Subspace, latents_for
 from couplednoise.pipelines.background import (
     Sampling,
     background_task,
@@ -17,9 +20,6 @@ from couplednoise.pipelines.background import (
     subspace_gallery,
 )
 from couplednoise.pipelines.inversion import matching_sampler
-from PIL import Image
-
-from couplednoise import Subspace, latents_for
 
 SIZE = 64  # the tiny pipelines' default: 8 x 8 latents
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from couplednoise.eval.runs.images import image_grid, save_png
-from couplednoise.pipelines.generation import generate_galleries, generate_gallery
-from couplednoise.pipelines.images import from_pil
 from PIL import Image
 
 from couplednoise import generate
+from couplednoise.eval.runs.images import image_grid, save_png
+from couplednoise.pipelines.generation import generate_galleries, generate_gallery
+from couplednoise.pipelines.images import from_pil
 from tests.tiny_models import capture_denoiser_inputs
 
 SETTINGS = dict(num_inference_steps=1, guidance_scale=4.0)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from couplednoise.pipelines.inversion import ddim_schedulers, encode_image, invert, matching_sampler
 
+from couplednoise.pipelines.inversion import ddim_schedulers, encode_image, invert, matching_sampler
 from tests.tiny_models import BUILDERS, DEFAULT_SIZE
 
 

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 import torch
-from couplednoise.eval.cli.options import DTYPE_NAMES
-from couplednoise.pipelines.loading import DTYPES, detect_family, family_from_index, load_pipeline
 
 from couplednoise import latents_for
+from couplednoise.eval.cli.options import DTYPE_NAMES
+from couplednoise.pipelines.loading import DTYPES, detect_family, family_from_index, load_pipeline
 
 FAMILY_CLASSES = {
     "sd15": "StableDiffusionPipeline",

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from couplednoise.eval.batch.config import (
     apply_overrides,
     load_config,

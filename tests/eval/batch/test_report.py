@@ -9,10 +9,11 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from couplednoise.eval.batch.report import build_report, mean_ci, summarize
 from couplednoise.eval.batch.run import part_path
 from couplednoise.eval.cli import report as report_cli
-from scipy import stats
 
 
 def make_rows(values: dict[str, list[list[float]]]) -> list[dict]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from couplednoise.eval.batch.config import validate_config
 from couplednoise.eval.batch.run import (
     TIMING_KEY,

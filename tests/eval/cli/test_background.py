@@ -7,10 +7,10 @@ import re
 
 import numpy as np
 import pytest
-from couplednoise.eval.background.scoring import dataset_pairs
-from couplednoise.eval.cli import main
 from PIL import Image
 
+from couplednoise.eval.background.scoring import dataset_pairs
+from couplednoise.eval.cli import main
 from tests.pipelines.test_background import reference, square_mask
 
 FAST = ["--steps", "2", "-n", "2", "--no-progress", "--clip", "none"]

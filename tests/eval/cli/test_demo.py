@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import json
 
-import pytest
+from PIL import Image
+
 from couplednoise.eval.cli import main
 from couplednoise.eval.runs.galleries import find_galleries
-from PIL import Image
+from tests.eval.cli.contract import fails_cleanly
 
 SMALL = ["--num-images", "3", "--steps", "4", "--seeds", "0-1"]
 
@@ -48,16 +49,23 @@ def test_demo_on_the_lab_writes_grids_table_and_a_scoreable_run(tmp_path, capsys
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 4
 
 
-def test_demo_rejects_bad_requests_before_writing(tmp_path):
+def test_demo_rejects_bad_requests_before_writing(tmp_path, capsys):
     out = tmp_path / "demo"
-    with pytest.raises(ValueError, match=r"(?s)'dog'.*shape: circle"):
-        main(["demo", "--out", str(out), "--prompts", "a red dog", *SMALL])
-    with pytest.raises(ValueError, match="unknown coupling"):
-        main(["demo", "--out", str(out), "--couplings", "independent", "bogus", *SMALL])
+    fails_cleanly(
+        capsys,
+        ["demo", "--out", str(out), "--prompts", "a red dog", *SMALL],
+        r"'dog'.*shape: circle",
+    )
+    fails_cleanly(
+        capsys,
+        ["demo", "--out", str(out), "--couplings", "independent", "bogus", *SMALL],
+        "unknown coupling",
+    )
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not an earlier demo run"):
-        main(["demo", "--out", str(tmp_path / "mine"), *SMALL])
+    fails_cleanly(
+        capsys, ["demo", "--out", str(tmp_path / "mine"), *SMALL], "not an earlier demo run"
+    )
     assert not out.exists()
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
+
 from couplednoise.eval.cli import main
 from couplednoise.eval.cli.generate import parse_seeds
 from couplednoise.pipelines.generation import generate_gallery
 from couplednoise.pipelines.images import from_pil
-from PIL import Image
 
 
 def test_generate_writes_a_reproducible_run_folder(tiny_pipeline_dir, sd15_pipe, tmp_path):

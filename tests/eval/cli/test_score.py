@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from couplednoise.eval import Backbones, gallery_metrics, load_lpips
 from couplednoise.eval.cli import main
 from couplednoise.eval.runs.galleries import find_galleries, load_gallery
-from PIL import Image
 
 SIZE = 32
 

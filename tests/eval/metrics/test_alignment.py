@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from couplednoise.eval import (
     MissingWeightsError,
     clip_score,
@@ -14,7 +15,6 @@ from couplednoise.eval import (
     pick_score,
 )
 from couplednoise.eval.backbones.embedders import resize_and_crop
-
 from tests.tiny_models import byte_vocab, tiny_tokenizer
 
 PROMPTS = ["a red cube on a table", "a dog", "two cats under a tree"]

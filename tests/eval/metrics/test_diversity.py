@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
 from couplednoise.eval import (
     ms_ssim_settings,
     pairwise_cosine_distance,
@@ -16,7 +18,6 @@ from couplednoise.eval import (
     vendi_score,
     vendi_score_from_kernel,
 )
-from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 
 def _gallery(n: int = 5, size: int = 32, seed: int = 0) -> torch.Tensor:

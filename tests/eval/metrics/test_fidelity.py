@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchmetrics.functional.image import (
+    peak_signal_noise_ratio,
+    structural_similarity_index_measure,
+)
+
 from couplednoise.eval import (
     background_diversity,
     background_generation_metrics,
@@ -12,10 +17,6 @@ from couplednoise.eval import (
     masked_psnr,
     masked_ssim,
     pairwise_l2,
-)
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
 )
 
 SIZE = 32

@@ -7,6 +7,7 @@ import urllib.error
 
 import pytest
 import torch
+
 from couplednoise.eval import MissingWeightsError, load_lpips, masked_lpips, pairwise_lpips
 
 SIZE = 32

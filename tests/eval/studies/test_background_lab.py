@@ -5,13 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from couplednoise.eval.studies.background_lab import main, measure, parse_args, reference_scenes
+
+from couplednoise.eval.cli import build_parser, main
+from couplednoise.eval.cli.errors import UsageError
+from couplednoise.eval.studies.background_lab import measure, reference_scenes
 from couplednoise.pipelines.lab import load_lab_pipeline
+
+STUDY = ["study", "background-lab"]
+
+
+def parse_args(argv: list[str]):
+    return build_parser([*STUDY, *argv])[0].parse_args([*STUDY, *argv])
 
 
 def test_study_writes_table_figure_and_json(tmp_path):
     argv = ["--references", "2", "--dilations", "0,2", "--shares", "0,1", "-n", "2"]
-    assert main([*argv, "--steps", "5", "--out", str(tmp_path)]) == 0
+    assert main([*STUDY, *argv, "--steps", "5", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "background_lab_study.json").read_text())
     assert [(r["dilation"], r["share"]) for r in data["records"]] == [
         (0, 0.0),
@@ -24,11 +33,14 @@ def test_study_writes_table_figure_and_json(tmp_path):
     assert "| 2 | 1 |" in (tmp_path / "background_lab_study.md").read_text()
 
 
-def test_bad_study_arguments_are_refused():
-    with pytest.raises(SystemExit):
+def test_bad_study_arguments_are_refused(capsys):
+    with pytest.raises(UsageError, match="not a finite number in"):
         parse_args(["--shares", "0,2"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="repeats"):
         parse_args(["--dilations", "0,0"])
+    assert main([*STUDY, "--shares", "0,nan"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("couplednoise study: error:") and "\n" not in err
 
 
 def test_dilation_trades_backgrounds_for_the_object():

@@ -1,10 +1,11 @@
-"""The lab study script runs end to end with small settings and writes its figure and table."""
+"""`couplednoise study lab` runs end to end with small settings and writes its figure and table."""
 
 from __future__ import annotations
 
 import json
 
-from couplednoise.eval.studies.lab import main, t_interval
+from couplednoise.eval.cli import main
+from couplednoise.eval.runs.stats import t_interval
 
 
 def test_t_interval_matches_scipy():
@@ -22,8 +23,10 @@ def test_t_interval_matches_scipy():
 
 def test_lab_study_writes_figure_table_and_records(tmp_path):
     args = [
+        "study",
+        "lab",
         "--seeds",
-        "3",
+        "0-2",
         "--sizes",
         "2,4",
         "--steps",

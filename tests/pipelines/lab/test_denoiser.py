@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
 
 

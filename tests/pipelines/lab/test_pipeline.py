@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from couplednoise.pipelines.lab import SCHEDULERS, LabPipeline, build_world, load_lab_pipeline
-from couplednoise.pipelines.lab.readout import gallery_readout, nearest_scenes
 
 import couplednoise
+from couplednoise.pipelines.lab import SCHEDULERS, LabPipeline, build_world, load_lab_pipeline
+from couplednoise.pipelines.lab.readout import gallery_readout, nearest_scenes
 
 SCHEDULER_NAMES = ("ddim", "euler", "dpm", "flow")
 STEPS = 12

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+
 from couplednoise.pipelines.lab import ATTRIBUTES, build_world, parse_prompt
 from couplednoise.pipelines.lab.readout import (
     expected_distinct,

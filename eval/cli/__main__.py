@@ -1,0 +1,3 @@
+from couplednoise.eval.cli import main
+
+raise SystemExit(main())
