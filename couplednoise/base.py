@@ -52,10 +52,20 @@ def check_shape(shape: Sequence[int]) -> Shape:
     return shape
 
 
-def check_unit_interval(value: float, name: str) -> float:
-    """``value`` as a float in [0, 1], or a ValueError naming the bound."""
+def check_real(value, name: str) -> float:
+    """``value`` as a finite float (ints allowed; bools, strings, NaN and inf are errors)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
     value = float(value)
-    if not 0.0 <= value <= 1.0 or math.isnan(value):
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def check_unit_interval(value: float, name: str) -> float:
+    """``value`` as a float in [0, 1], or an error naming the parameter and the bound."""
+    value = check_real(value, name)
+    if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}")
     return value
 
@@ -96,6 +106,9 @@ class Coupling(abc.ABC):
 
     def correlation(self, n: int) -> torch.Tensor:
         """The n x n cross-sample correlation (float64): Cov(Z_i[c], Z_j[c]) for any coordinate c."""
+        return self._correlation(check_count(n))
+
+    def _correlation(self, n: int) -> torch.Tensor:
         raise TypeError(f"{self.name} has no single cross-sample correlation matrix")
 
     def extend(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from couplednoise.base import Coupling, Shape, check_unit_interval, standard_normal
+from couplednoise.base import Coupling, Shape, check_real, check_unit_interval, standard_normal
 from couplednoise.linalg import (
     check_correlation,
     equicorrelation,
@@ -51,7 +51,7 @@ class Independent(Coupling):
     def _draw(self, n, shape, generator):
         return standard_normal((n, *shape), generator)
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         return torch.eye(n, dtype=torch.float64)
 
     def extension_correlation(self, n: int, k: int) -> torch.Tensor:
@@ -70,8 +70,8 @@ class Equicorrelated(Coupling):
     name = "equicorrelated"
 
     def __post_init__(self):
-        rho = float(self.rho)
-        if not -1.0 <= rho <= 1.0 or math.isnan(rho):
+        rho = check_real(self.rho, "rho")
+        if not -1.0 <= rho <= 1.0:
             raise ValueError(f"rho must be in [-1/(n-1), 1] (and so in [-1, 1]), got {rho}")
         object.__setattr__(self, "rho", rho)
 
@@ -86,7 +86,7 @@ class Equicorrelated(Coupling):
     def _draw(self, n, shape, generator):
         return equicorrelated_draw(n, shape, self.rho, generator)
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         self._check(n, ())
         return equicorrelation(n, self.rho)
 
@@ -118,7 +118,7 @@ class Repulsive(Coupling):
     def _draw(self, n, shape, generator):
         return equicorrelated_draw(n, shape, self.rho(n), generator)
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         return equicorrelation(n, self.rho(n))
 
     def extension_correlation(self, n: int, k: int) -> torch.Tensor:
@@ -146,7 +146,7 @@ class Antithetic(Coupling):
         z[1::2].neg_()  # in place: peak memory 1.5x the output
         return z
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         c = torch.eye(n, dtype=torch.float64)
         pairs = torch.arange(0, n - 1, 2)
         c[pairs, pairs + 1] = c[pairs + 1, pairs] = -1.0
@@ -183,7 +183,7 @@ class Gaussian(Coupling):
         factor = psd_factor(self.correlation_matrix).to(eps.device, torch.float32)
         return (factor @ eps.reshape(n, -1)).reshape(n, *shape)
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         self._check(n, ())
         return self.correlation_matrix.clone()
 

@@ -45,7 +45,7 @@ class Grouped(Coupling):
             out[g * self.group_size : (g + 1) * self.group_size] = block.to(out.device)
         return out
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         self._check(n, (1, 1))
         return torch.block_diag(
             *[self.coupling.correlation(self.group_size)] * (n // self.group_size)

@@ -18,6 +18,8 @@ from couplednoise.base import Coupling, Shape, standard_normal
 # Cholesky QR is accurate to float32 when G is well conditioned: a Gaussian [n, d] matrix has
 # condition number about (sqrt(d) + sqrt(n)) / (sqrt(d) - sqrt(n)), about 1.7 at d = 16 n.
 CHOLESKY_QR_MIN_RATIO = 16
+# |cos| between rows above this means they were not drawn by Orthogonal (float32 rounding: ~1e-6; half precision more).
+ORTHOGONALITY_TOLERANCE = 1e-3
 
 
 def gram_schmidt_rows(g: torch.Tensor, row_scale: torch.Tensor | None = None) -> torch.Tensor:
@@ -72,7 +74,7 @@ class Orthogonal(Coupling):
         g = standard_normal((n, *shape), generator).reshape(n, -1)
         return scaled_frame(g).reshape(n, *shape)
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         return torch.eye(n, dtype=torch.float64)
 
     def _check_extension(self, n, k, shape):
@@ -80,5 +82,13 @@ class Orthogonal(Coupling):
 
     def _extend(self, previous, k, generator):
         n, shape = previous.shape[0], tuple(previous.shape[1:])
+        flat = previous.reshape(n, -1)
+        unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        overlap = (unit @ unit.T - torch.eye(n, dtype=unit.dtype)).abs().max().item()
+        if overlap > ORTHOGONALITY_TOLERANCE:
+            raise ValueError(
+                f"previous rows are not mutually orthogonal (largest |cos| {overlap:.2g}); "
+                "extend only samples drawn with Orthogonal().sample"
+            )
         g = standard_normal((k, *shape), generator).reshape(k, -1)
-        return scaled_frame(g, complement_of=previous.reshape(n, -1)).reshape(k, *shape)
+        return scaled_frame(g, complement_of=flat).reshape(k, *shape)

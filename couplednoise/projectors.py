@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -27,6 +28,8 @@ def check_binary_mask(mask) -> torch.Tensor:
         raise ValueError(
             f"mask must be spatial [H, W] (or [1, H, W], [1, 1, H, W]), got {tuple(m.shape)}"
         )
+    if m.is_complex():
+        raise ValueError("mask must be real {0, 1} values, got a complex tensor")
     m = m.to(torch.float32)
     if not ((m == 0) | (m == 1)).all():
         raise ValueError("mask must be binary: every value 0 or 1 (threshold it first)")
@@ -36,6 +39,8 @@ def check_binary_mask(mask) -> torch.Tensor:
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Resize a binary mask [h, w] to ``size`` [H, W]: area average, then >= 0.5."""
     if tuple(mask.shape) == tuple(size):
+        if not mask.any():
+            raise ValueError("mask has no foreground (all zeros): nothing would be shared")
         return mask
     area = F.interpolate(mask[None, None], size=size, mode="area")[0, 0]
     resized = (area >= 0.5).to(torch.float32)
@@ -65,6 +70,14 @@ def band_indicator(size: tuple[int, int], band: str, cutoff: float, device) -> t
 
 
 def apply_band(x: torch.Tensor, indicator: torch.Tensor) -> torch.Tensor:
-    """P x for the Fourier band projector, over the last two dims of x."""
-    size = x.shape[-2:]
-    return torch.fft.irfft2(torch.fft.rfft2(x) * indicator, s=size)
+    """P x for the Fourier band projector, over the last two dims of x.
+
+    On the CPU the transform runs in numpy's pocketfft (float64, single-threaded): torch's CPU FFT
+    may use a threaded backend whose rounding depends on the thread count, and a seed must give
+    bit-identical noise with 1 or many threads (1- and N-process batch runs must agree).
+    """
+    size = tuple(x.shape[-2:])
+    if x.device.type != "cpu":
+        return torch.fft.irfft2(torch.fft.rfft2(x) * indicator, s=size)
+    spectrum = np.fft.rfft2(x.detach().numpy().astype(np.float64)) * indicator.numpy()
+    return torch.from_numpy(np.fft.irfft2(spectrum, s=size).astype(np.float32))

@@ -22,6 +22,7 @@ import torch
 from couplednoise.base import (
     Coupling,
     Shape,
+    check_real,
     check_unit_interval,
     draw_device,
     standard_normal,
@@ -60,10 +61,13 @@ class Subspace(Coupling):
         if self.mask is not None:
             object.__setattr__(self, "mask", check_binary_mask(self.mask))
         else:
-            object.__setattr__(self, "cutoff", float(self.cutoff))
+            object.__setattr__(self, "cutoff", check_real(self.cutoff, "cutoff"))
             check_band(self.band, self.cutoff)
         if self.shared is not None:
-            object.__setattr__(self, "shared", torch.as_tensor(self.shared).detach())
+            shared = torch.as_tensor(self.shared).detach()
+            if not shared.is_floating_point() or not torch.isfinite(shared).all():
+                raise ValueError("shared must be a real floating tensor without NaN or inf values")
+            object.__setattr__(self, "shared", shared)
 
     def _check(self, n: int, shape: Shape) -> None:
         if len(shape) < 2:
@@ -105,7 +109,7 @@ class Subspace(Coupling):
             return torch.where(keep, inside, outside)
         return outside.sub_(self.project(outside)).add_(self.project(inside))
 
-    def correlation(self, n: int) -> torch.Tensor:
+    def _correlation(self, n: int) -> torch.Tensor:
         """Cross-sample correlation inside the shared subspace (identity outside it)."""
         return equicorrelation(n, self.share)
 

@@ -166,6 +166,35 @@ def test_device_argument_moves_after_drawing_on_the_generator_device():
             ValueError,
             "given twice",
         ),
+        (lambda: cn.Repulsive(strength=True), TypeError, "strength must be a number"),
+        (
+            lambda: cn.get_coupling("repulsive:strength=abc"),
+            ValueError,
+            "strength must be a number",
+        ),
+        (lambda: cn.Equicorrelated(rho=float("nan")), ValueError, "rho must be finite"),
+        (
+            lambda: cn.Subspace(mask=torch.zeros(8, 8)).sample(2, SHAPE),
+            ValueError,
+            "no foreground",
+        ),
+        (lambda: cn.Subspace(mask=torch.ones(8, 8, dtype=torch.complex64)), ValueError, "complex"),
+        (
+            lambda: cn.Subspace(mask=torch.ones(8, 8), shared=torch.full(SHAPE, float("nan"))),
+            ValueError,
+            "NaN",
+        ),
+        (lambda: cn.Repulsive().correlation(0), ValueError, "n must be >= 1"),
+        (
+            lambda: cn.Orthogonal().extend(torch.ones(2, *SHAPE), 1),
+            ValueError,
+            "not mutually orthogonal",
+        ),
+        (
+            lambda: cn.Independent().extend(torch.full((2, *SHAPE), float("inf")), 1),
+            ValueError,
+            "NaN or infinite",
+        ),
     ],
 )
 def test_bad_input_is_a_clear_error(call, error, message):

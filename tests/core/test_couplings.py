@@ -174,3 +174,21 @@ def test_groups_with_one_generator_per_group_match_separate_draws():
         assert torch.equal(grouped[4 * g : 4 * g + 4], alone)
     with pytest.raises(ValueError, match="3 generators for 2 groups"):
         cn.sample_groups(cn.Independent(), 2, 4, SHAPE, generator=[torch.Generator()] * 3)
+
+
+def test_band_subspace_is_bit_identical_across_thread_counts():
+    """1- and N-process batch runs must agree: the FFT projector may not depend on threads."""
+    before = torch.get_num_threads()
+    draws = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for band in ("lowpass", "highpass"):
+                coupling = cn.Subspace(band=band, cutoff=0.15, share=0.6)
+                gen = torch.Generator().manual_seed(5)
+                draws.append((threads, band, coupling.sample(8, (4, 96, 96), generator=gen)))
+    finally:
+        torch.set_num_threads(before)
+    one = {band: z for threads, band, z in draws if threads == 1}
+    for threads, band, z in draws:
+        assert torch.equal(z, one[band]), (threads, band)
