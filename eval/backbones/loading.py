@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -24,6 +25,25 @@ from couplednoise.eval.backbones.defaults import (
 from couplednoise.eval.backbones.embedders import HFClipEmbedder, HFImageEmbedder, OpenClipEmbedder
 
 LPIPS_NETS = ("alex", "vgg", "squeeze")
+# torchvision's checkpoint file for each LPIPS trunk (what lpips.LPIPS downloads into the hub cache)
+LPIPS_TRUNK_FILES = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+
+
+def downloads_off() -> bool:
+    """Whether the user turned downloads off (HF_HUB_OFFLINE=1): then only local files count."""
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    return bool(HF_HUB_OFFLINE)
+
+
+def cached_trunk(net: str) -> str | None:
+    """The LPIPS trunk file of ``net`` in torchvision's hub cache, or None."""
+    path = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_TRUNK_FILES[net])
+    return path if os.path.isfile(path) else None
 
 
 class MissingWeightsError(OSError):
@@ -56,6 +76,14 @@ def load_lpips(
     if random_weights and trunk_path is not None:
         raise ValueError("pass either trunk_path or random_weights=True, not both")
     load_trunk_now = trunk_path is None and not random_weights
+    if load_trunk_now and cached_trunk(net) is None and downloads_off():
+        raise MissingWeightsError(
+            f"LPIPS-{net} needs torchvision's ImageNet {net} weights "
+            f"({LPIPS_TRUNK_FILES[net]}), which are not in "
+            f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}, and downloads are off "
+            "(HF_HUB_OFFLINE=1). Copy the file there, or pass trunk_path=/path/to/file.pth "
+            "(--lpips-trunk for `couplednoise score`)."
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torchvision's `pretrained=` deprecation
         try:
@@ -74,11 +102,26 @@ def load_lpips(
     return _place(model, device, dtype)
 
 
-def _load_trunk(model, trunk_path: str | os.PathLike) -> None:
-    """Copy a torchvision state dict (keys ``features.<i>.*``) into lpips' trunk slices."""
+def check_trunk_file(trunk_path: str | os.PathLike) -> None:
+    """MissingWeightsError / ValueError unless ``trunk_path`` is a torch weights archive."""
+    import zipfile
+
     if not os.path.isfile(trunk_path):
         raise MissingWeightsError(f"LPIPS trunk weights file not found: {trunk_path}")
-    state = torch.load(trunk_path, map_location="cpu", weights_only=True)
+    if not zipfile.is_zipfile(trunk_path):
+        raise ValueError(
+            f"LPIPS trunk {trunk_path} is not a torch weights file (a torchvision .pth archive, "
+            "e.g. alexnet-owt-7be5be79.pth)"
+        )
+
+
+def _load_trunk(model, trunk_path: str | os.PathLike) -> None:
+    """Copy a torchvision state dict (keys ``features.<i>.*``) into lpips' trunk slices."""
+    check_trunk_file(trunk_path)
+    try:
+        state = torch.load(trunk_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # corrupt archive, or pickled objects other than tensors
+        raise ValueError(f"cannot read LPIPS trunk {trunk_path}: {error}") from error
     trunk = {}
     for name, _ in model.net.named_parameters():
         _, index, kind = name.split(".")
@@ -261,3 +304,116 @@ class Backbones:
             dino=load_dino(dino, **kwargs) if dino else None,
             pickscore=load_pickscore(pickscore, **kwargs) if pickscore else None,
         )
+
+
+def plan_backbones(
+    metrics: Sequence[str],
+    *,
+    clip_model: str = DEFAULT_CLIP_MODEL,
+    clip_pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
+    dino: str = DEFAULT_DINO,
+    pickscore: str = DEFAULT_PICKSCORE,
+    lpips_trunks: dict[str, str] | None = None,
+) -> dict:
+    """Keyword arguments for ``Backbones.load`` that serve exactly the metrics ``metrics``.
+
+    The metric registry says which backbone each metric needs; the ids say which weights.
+    ``hf-hub:`` / ``local-dir:`` CLIP models carry their own weights (no pretrained tag).
+    """
+    from couplednoise.eval.metrics.registry import required_backbones
+
+    needs = required_backbones(metrics)
+    return {
+        "lpips": needs["lpips"],
+        "clip": (clip_model, None if ":" in clip_model else clip_pretrained)
+        if needs["clip"]
+        else None,
+        "dino": dino if needs["dino"] else None,
+        "pickscore": pickscore if needs["pickscore"] else None,
+        "lpips_trunks": dict(lpips_trunks or {}),
+    }
+
+
+def check_weights_available(plan: dict, *, random_weights: bool = False) -> None:
+    """Before any run folder or model: every backbone of ``plan`` (``Backbones.load`` kwargs)
+    either has its weights locally or may still download them (downloads on).
+
+    Raises MissingWeightsError naming the weights and how to supply them; ValueError for an
+    unknown LPIPS net, open_clip model or tag, or a trunk file that is not a weights file.
+    Downloads on, a weight that is not cached yet is not an error here (loading fetches it).
+    """
+    offline = downloads_off()
+    trunks = plan.get("lpips_trunks") or {}
+    for net in plan.get("lpips") or ():
+        if net not in LPIPS_NETS:
+            raise ValueError(f"LPIPS net must be one of {LPIPS_NETS}, got {net!r}")
+        if random_weights:
+            continue
+        if net in trunks:
+            check_trunk_file(trunks[net])
+        elif offline and cached_trunk(net) is None:
+            raise MissingWeightsError(
+                f"LPIPS-{net} needs {LPIPS_TRUNK_FILES[net]} in "
+                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')} (downloads are off); copy "
+                f"it there or pass a trunk file (--lpips-trunk {net}=PATH)"
+            )
+    if plan.get("clip"):
+        _check_open_clip(*plan["clip"], random_weights=random_weights, offline=offline)
+    for key, what in (("dino", "DINOv2 model"), ("pickscore", "PickScore model")):
+        name = plan.get(key)
+        if name and not random_weights and offline and not _hf_available(name):
+            raise _hf_missing(what, name, OSError("not in the local cache"))
+
+
+def _hf_available(name: str) -> bool:
+    """A local folder, or a hub id with a config.json in the HF cache."""
+    if os.path.isdir(os.path.expanduser(name)):
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def _check_open_clip(model: str, pretrained: str | None, *, random_weights: bool, offline: bool):
+    """The open_clip model / tag exist; offline, their weights must be local."""
+    import open_clip
+
+    schema = model.split(":", 1)[0] if ":" in model else None
+    if schema == "local-dir":
+        if not os.path.isdir(model.split(":", 1)[1]):
+            raise MissingWeightsError(f"open_clip local-dir folder not found: {model}")
+        return
+    if schema is not None:  # hf-hub:org/name
+        if offline and not _hf_available(model.split(":", 1)[1]):
+            raise _hf_missing("open_clip model", model, OSError("not in the local cache"))
+        return
+    if model not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model!r}; see open_clip.list_models()")
+    if random_weights:
+        return
+    if not pretrained:
+        raise ValueError("pretrained is required (a tag or a file); random_weights=True for tests")
+    if os.path.isfile(pretrained):
+        return
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained not in tags:
+        raise ValueError(
+            f"{pretrained!r} is neither a pretrained tag of {model} ({tags}) nor a file"
+        )
+    hub = (open_clip.get_pretrained_cfg(model, pretrained) or {}).get("hf_hub", "")
+    if offline and not (hub and _hf_cached_any(hub.strip("/"))):
+        raise MissingWeightsError(
+            f"open_clip weights for {model} / {pretrained} are not in the Hugging Face cache and "
+            "downloads are off (HF_HUB_OFFLINE=1). Download them on a connected machine into the "
+            "HF cache (HF_HOME), or pass a checkpoint file as pretrained / a local-dir:/path model."
+        )
+
+
+def _hf_cached_any(repo: str) -> bool:
+    """Whether an open_clip hub repo has weights in the HF cache (either file name)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(
+        isinstance(try_to_load_from_cache(repo, name), str)
+        for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    )

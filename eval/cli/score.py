@@ -5,17 +5,15 @@
 RUN_DIR is a run written by ``couplednoise generate`` (galleries.json) or any folder of image
 folders (one gallery per folder; prompt from prompt.txt, else the folder name). A gallery that
 cannot be scored (unreadable image, empty, fewer than 2 images) is reported and skipped; the
-exit code is then 1. Missing backbone weights stop the command before any scoring (exit 2).
+exit code is then 1. Missing backbone weights stop the command before any scoring (exit 2), and
+if no gallery can be scored nothing is written (an earlier metrics.json stays).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import os
-import tempfile
+import math
 from pathlib import Path
 
 from couplednoise.eval.backbones.defaults import (
@@ -24,9 +22,35 @@ from couplednoise.eval.backbones.defaults import (
     DEFAULT_DINO,
     DEFAULT_PICKSCORE,
 )
+from couplednoise.eval.cli.options import device_name, int_in
 
 DEFAULT_METRICS = "l2,ms_ssim,vendi_pixel,lpips_alex,vendi_clip,clip_distance,clip_score"
 DTYPES = ("float32", "float16", "bfloat16")
+OUTPUTS = ("metrics.json", "metrics.csv", "metrics.md")
+
+
+def vendi_order(text: str) -> float:
+    """An argparse type: Vendi's q, a number >= 0 or inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if math.isnan(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not >= 0 (or inf)")
+    return value
+
+
+def metric_list(text: str) -> list[str]:
+    """An argparse type: comma-separated known metric names."""
+    from couplednoise.eval.metrics.registry import check_known
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("no metric named")
+    try:
+        return check_known(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="where metrics.json/.csv/.md go (default RUN_DIR)")
     parser.add_argument(
         "--metrics",
-        default=DEFAULT_METRICS,
+        type=metric_list,
+        default=DEFAULT_METRICS.split(","),
         help=f"comma-separated metric names (default {DEFAULT_METRICS}); weight-free: "
         "l2,ms_ssim,vendi_pixel; also lpips_vgg, vendi_dino, dino_distance, pickscore",
     )
@@ -56,10 +81,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NET=PATH",
         help="torchvision trunk weights file for an LPIPS net, e.g. alex=alexnet-owt-7be5be79.pth",
     )
-    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    parser.add_argument(
+        "--device", type=device_name, help="cuda / cpu (default: cuda if available)"
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="backbone dtype")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per backbone call")
-    parser.add_argument("--vendi-q", type=float, default=1.0, help="Vendi order q (inf allowed)")
+    parser.add_argument(
+        "--batch-size", type=int_in(1, 4096), default=16, help="images per backbone call"
+    )
+    parser.add_argument(
+        "--vendi-q", type=vendi_order, default=1.0, help="Vendi order q >= 0 (inf allowed)"
+    )
     parser.add_argument(
         "--random-weights",
         action="store_true",
@@ -67,29 +98,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _backbone_plan(metrics: list[str], args: argparse.Namespace) -> dict:
-    """Which backbones the metrics need: keyword arguments for ``Backbones.load``."""
+def lpips_trunks(items: list[str]) -> dict[str, str]:
+    """``["alex=/path.pth"]`` -> {"alex": "/path.pth"}; ValueError naming a malformed item."""
     trunks = {}
-    for item in args.lpips_trunk:
+    for item in items:
         net, sep, path = item.partition("=")
-        if not sep:
+        if not sep or not net.strip() or not path.strip():
             raise ValueError(f"--lpips-trunk expects NET=PATH, got {item!r}")
-        trunks[net] = path
-    needs_clip = any(m in ("vendi_clip", "clip_distance", "clip_score") for m in metrics)
-    return {
-        "lpips": tuple(m[len("lpips_") :] for m in metrics if m.startswith("lpips_")),
-        "clip": (args.clip_model, args.clip_pretrained) if needs_clip else None,
-        "dino": args.dino if any(m in ("vendi_dino", "dino_distance") for m in metrics) else None,
-        "pickscore": args.pickscore if "pickscore" in metrics else None,
-        "lpips_trunks": trunks,
-    }
+        trunks[net.strip()] = path.strip()
+    return trunks
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
+def check_output(out: Path) -> None:
+    """ValueError if writing metrics.* into ``out`` would replace files score did not write."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    present = [name for name in OUTPUTS if (out / name).exists()]
+    if not present:
+        return
+    try:
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        ours = isinstance(earlier, dict) and {"config", "galleries", "summary"} <= set(earlier)
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"{out} already holds {', '.join(present)} not written by `couplednoise score`; "
+            "pass --out NEW_FOLDER"
+        )
 
 
 def _means(rows: list[dict], metrics: list[str]) -> dict[str, float]:
@@ -100,7 +136,7 @@ def _means(rows: list[dict], metrics: list[str]) -> dict[str, float]:
     }
 
 
-def summarize(rows: list[dict], metrics: list[str]) -> dict:
+def summarise(rows: list[dict], metrics: list[str]) -> dict:
     """Means over galleries, overall and per coupling (when galleries name one)."""
     summary = {"all": _means(rows, metrics), "by_coupling": {}}
     couplings = sorted({str(r["coupling"]) for r in rows if r.get("coupling") is not None})
@@ -110,72 +146,90 @@ def summarize(rows: list[dict], metrics: list[str]) -> dict:
     return summary
 
 
-def markdown_table(rows: list[dict], summary: dict, metrics: list[str]) -> str:
+def metrics_markdown(rows: list[dict], summary: dict, metrics: list[str]) -> str:
     """Per-gallery rows, then the means, as a Markdown table."""
-    header = ["gallery", "coupling", "n", *metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        values = [f"{row['metrics'][m]:.4g}" for m in metrics]
-        cells = [row["id"], str(row.get("coupling") or ""), str(row["n_images"]), *values]
-        lines.append("| " + " | ".join(cells) + " |")
+    from couplednoise.eval.runs.tables import markdown_table
+
+    cells = [
+        [row["id"], str(row.get("coupling") or ""), row["n_images"]]
+        + [f"{row['metrics'][m]:.4g}" for m in metrics]
+        for row in rows
+    ]
     groups = [("**mean**", summary["all"])]
     groups += [(f"**mean {c}**", v) for c, v in summary["by_coupling"].items()]
     for label, means in groups:
-        cells = [label, "", "", *(f"{means[m]:.4g}" if m in means else "" for m in metrics)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        cells.append([label, "", ""] + [f"{means[m]:.4g}" if m in means else "" for m in metrics])
+    return markdown_table(["gallery", "coupling", "n", *metrics], cells) + "\n"
 
 
-def csv_table(rows: list[dict], metrics: list[str]) -> str:
+def metrics_csv(rows: list[dict], metrics: list[str]) -> str:
     """One CSV row per scored gallery."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["gallery", "prompt", "coupling", "seed", "n_images", *metrics])
-    for row in rows:
-        writer.writerow(
-            [row["id"], row["prompt"], row.get("coupling"), row.get("seed"), row["n_images"]]
-            + [row["metrics"][m] for m in metrics]
-        )
-    return buffer.getvalue()
+    from couplednoise.eval.runs.tables import csv_text
+
+    flat = [
+        {
+            "gallery": row["id"],
+            "prompt": row["prompt"],
+            "coupling": row.get("coupling"),
+            "seed": row.get("seed"),
+            "n_images": row["n_images"],
+            **row["metrics"],
+        }
+        for row in rows
+    ]
+    return csv_text(flat, ["gallery", "prompt", "coupling", "seed", "n_images", *metrics])
 
 
 def run(args: argparse.Namespace) -> int:
     """Score every gallery of ``args.run_dir``; 0 = all scored, 1 = some failed, 2 = nothing ran."""
+    from couplednoise.eval.backbones.loading import plan_backbones
+
+    metrics = list(args.metrics)
+    plan = plan_backbones(
+        metrics,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+        dino=args.dino,
+        pickscore=args.pickscore,
+        lpips_trunks=lpips_trunks(args.lpips_trunk),
+    )
+    out = args.out or args.run_dir
+    from couplednoise.eval.runs.galleries import find_galleries
+
+    galleries = find_galleries(args.run_dir)
+    check_output(out)
+    from couplednoise.eval.backbones.loading import check_weights_available
+
+    check_weights_available(plan, random_weights=args.random_weights)
+    rows, failed, backbones, device = _score_all(galleries, metrics, plan, args)
+    if not rows:
+        raise ValueError(
+            f"no gallery in {args.run_dir} could be scored ({len(failed)} failed: "
+            f"{failed[0]['error'] if failed else 'none found'}); nothing was written"
+        )
+    _write_outputs(out, args, rows, failed, metrics, backbones, device)
+    print(f"scored {len(rows)} of {len(galleries)} galleries -> {out / 'metrics.json'}")
+    if failed:
+        print(f"{len(failed)} galleries failed: {', '.join(f['id'] for f in failed)}")
+    return 1 if failed else 0
+
+
+def _score_all(galleries, metrics: list[str], plan: dict, args: argparse.Namespace):
+    """(rows, failed, backbones, device): every gallery scored, bad ones reported, not fatal."""
     import torch
     from tqdm import tqdm
 
-    from couplednoise.eval.backbones.loading import Backbones, MissingWeightsError
-    from couplednoise.eval.metrics.registry import METRICS, check_metric_names, gallery_metrics
-    from couplednoise.eval.runs.galleries import find_galleries, load_gallery
-    from couplednoise.pipelines.provenance import versions
+    from couplednoise.eval.backbones.loading import Backbones
+    from couplednoise.eval.metrics.registry import check_metric_names, gallery_metrics
+    from couplednoise.eval.runs.galleries import load_gallery
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    try:
-        if not metrics:
-            raise ValueError("--metrics is empty")
-        unknown = [m for m in metrics if m not in METRICS]
-        if unknown:
-            raise ValueError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-        plan = _backbone_plan(metrics, args)
-        galleries = find_galleries(args.run_dir)
-    except ValueError as error:
-        print(f"error: {error}")
-        return 2
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, args.dtype)
-    try:
-        backbones = Backbones.load(
-            **plan, device=device, dtype=dtype, random_weights=args.random_weights
-        )
-        check_metric_names(metrics, backbones, with_prompt=True)
-    except (ValueError, MissingWeightsError) as error:
-        print(f"error: {error}")
-        return 2
+    backbones = Backbones.load(
+        **plan, device=device, dtype=getattr(torch, args.dtype), random_weights=args.random_weights
+    )
+    check_metric_names(metrics, backbones, with_prompt=True)
     if args.random_weights:
         print("warning: --random-weights: backbones are random, the numbers are meaningless")
-
     rows, failed = [], []
     for source in tqdm(galleries, desc="scoring galleries", unit="gallery"):
         try:
@@ -196,19 +250,24 @@ def run(args: argparse.Namespace) -> int:
             continue
         row = {"id": source.id, "prompt": source.prompt, "n_images": int(images.shape[0])}
         rows.append({**row, **source.info, "metrics": values})
+    return rows, failed, backbones, device
 
-    summary = summarize(rows, metrics)
-    out = args.out or args.run_dir
-    backbone_names = {
-        "lpips": list(backbones.lpips),
-        "clip": backbones.clip.name if backbones.clip else None,
-        "dino": backbones.dino.name if backbones.dino else None,
-        "pickscore": backbones.pickscore.name if backbones.pickscore else None,
-    }
+
+def _write_outputs(out: Path, args, rows, failed, metrics, backbones, device) -> None:
+    from couplednoise.eval.runs.atomic import write_text
+    from couplednoise.pipelines.provenance import versions
+
+    summary = summarise(rows, metrics)
     config = {
+        "command": "score",
         "run_dir": str(args.run_dir),
         "metrics": metrics,
-        "backbones": backbone_names,
+        "backbones": {
+            "lpips": list(backbones.lpips),
+            "clip": backbones.clip.name if backbones.clip else None,
+            "dino": backbones.dino.name if backbones.dino else None,
+            "pickscore": backbones.pickscore.name if backbones.pickscore else None,
+        },
         "random_weights": args.random_weights,
         "device": device,
         "dtype": args.dtype,
@@ -216,12 +275,8 @@ def run(args: argparse.Namespace) -> int:
         "versions": versions(),
     }
     report = {"config": config, "galleries": rows, "summary": summary, "failed": failed}
-    table = markdown_table(rows, summary, metrics)
-    _write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=str) + "\n")
-    _write_atomic(out / "metrics.csv", csv_table(rows, metrics))
-    _write_atomic(out / "metrics.md", table)
+    table = metrics_markdown(rows, summary, metrics)
+    write_text(out / "metrics.json", json.dumps(report, indent=2, default=str) + "\n")
+    write_text(out / "metrics.csv", metrics_csv(rows, metrics))
+    write_text(out / "metrics.md", table)
     print(table)
-    print(f"scored {len(rows)} of {len(galleries)} galleries -> {out / 'metrics.json'}")
-    if failed:
-        print(f"{len(failed)} galleries failed: {', '.join(f['id'] for f in failed)}")
-    return 1 if failed else 0

@@ -1,20 +1,65 @@
-"""Finding galleries in a folder and reading their images.
+"""The galleries.json layout: writing galleries into a run folder, finding and reading them.
 
-A run folder written by ``couplednoise generate`` lists its galleries in ``galleries.json``:
-``[{"id", "prompt", "coupling", "seed", "files": [png paths relative to the folder]}, ...]``.
-Without it, every folder (the root included) that directly holds images is one gallery, its
-prompt read from a ``prompt.txt`` inside, else the folder's name.
+    entries = write_galleries(folder, [GalleryRecord("p000_s0_repulsive", prompt, images, info)])
+    sources = find_galleries(folder)      # galleries.json, else every folder holding images
+    images = load_gallery(sources[0])     # float [K, 3, H, W] in [0, 1]
+
+A run folder lists its galleries in ``galleries.json``: ``[{"id", "prompt", "files": [png paths
+relative to the folder], ...info (coupling, seed, ...)}]``, images under ``images/<id>/<k>.png``.
+Every command that writes galleries (generate, demo, the web demo's run zip, background) writes
+them through ``write_galleries``; ``couplednoise score`` reads any of them. Without an index,
+every folder (the root included) that directly holds images is one gallery, its prompt read from a
+``prompt.txt`` inside, else the folder's name.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from couplednoise.eval.runs.atomic import write_text
+from couplednoise.eval.runs.images import save_png
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a model name, coupling spec or gallery id ("_" for empty)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", str(text)).strip("_") or "_"
+
+
+@dataclass(frozen=True, eq=False)
+class GalleryRecord:
+    """A gallery to write: its id (a folder name), prompt, images [K, 3, H, W] in [0, 1], and
+    the extra galleries.json fields (coupling, seed, label, ...)."""
+
+    id: str
+    prompt: str
+    images: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+    folder: str | None = None  # relative image folder; default images/<slug(id)>
+
+
+def write_galleries(folder: Path, records: Sequence[GalleryRecord]) -> list[dict[str, Any]]:
+    """Every record's images as PNGs and ``galleries.json`` listing them; returns its entries."""
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"gallery ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+    entries = []
+    for record in records:
+        base = record.folder or f"images/{slug(record.id)}"
+        files = [f"{base}/{k}.png" for k in range(record.images.shape[0])]
+        for image, relative in zip(record.images, files):
+            save_png(image, Path(folder) / relative)
+        entries.append({"id": record.id, "prompt": record.prompt, **record.info, "files": files})
+    write_text(Path(folder) / "galleries.json", json.dumps(entries, indent=2, default=str) + "\n")
+    return entries
 
 
 @dataclass(frozen=True)

@@ -9,32 +9,23 @@ Written here rather than taken from torchvision: its make_grid has no row labels
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
 
+from couplednoise.eval.runs.atomic import atomic_file
 from couplednoise.pipelines.images import to_pil
 
 LABEL_HEIGHT = 14  # pixels of the label strip above a labelled row (PIL's default bitmap font)
 
 
 def save_image(image: Image.Image, path: str | Path) -> Path:
-    """Write a PIL image as PNG atomically (temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a PIL image as PNG atomically (runs.atomic: temp file, fsync, rename)."""
+    with atomic_file(path, "wb") as handle:
+        image.save(handle, format="PNG")
+    return Path(path)
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> Path:
@@ -74,3 +65,14 @@ def image_grid(
         for k, image in enumerate(row):
             canvas.paste(to_pil(image), (padding + k * (w + padding), top + strip))
     return canvas
+
+
+def enlarge(images: torch.Tensor, min_side: int) -> torch.Tensor:
+    """Small images [..., 3, H, W] (the lab's 32 px) enlarged by an integer factor, nearest
+    neighbour, so their shorter side is at least ``min_side`` (unchanged if already that big)."""
+    factor = max(1, min_side // min(images.shape[-2:]))
+    if factor == 1:
+        return images
+    batch = images if images.dim() == 4 else images[None]
+    big = torch.nn.functional.interpolate(batch, scale_factor=factor, mode="nearest")
+    return big if images.dim() == 4 else big[0]

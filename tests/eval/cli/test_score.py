@@ -12,6 +12,7 @@ from PIL import Image
 from couplednoise.eval import Backbones, gallery_metrics, load_lpips
 from couplednoise.eval.cli import main
 from couplednoise.eval.runs.galleries import find_galleries, load_gallery
+from tests.eval.cli.contract import fails_cleanly
 
 SIZE = 32
 
@@ -100,9 +101,19 @@ def test_score_plain_folders_with_prompt_txt(tmp_path):
 def test_score_stops_early_on_bad_arguments_and_missing_weights(tmp_path, monkeypatch, capsys):
     _save(tmp_path / "a" / "0.png", seed=0)
     _save(tmp_path / "a" / "1.png", seed=1)
-    assert main(["score", str(tmp_path), "--metrics", "fid"]) == 2
-    assert "unknown metric" in capsys.readouterr().out
-    assert main(["score", str(tmp_path / "nothing")]) == 2
+    fails_cleanly(capsys, ["score", str(tmp_path), "--metrics", "fid"], "unknown metric 'fid'")
+    fails_cleanly(capsys, ["score", str(tmp_path / "nothing")], "is not a folder")
+    fails_cleanly(capsys, ["score", str(tmp_path), "--vendi-q", "nan"], "--vendi-q")
+    fails_cleanly(capsys, ["score", str(tmp_path), "--batch-size", "0"], "--batch-size")
+    fails_cleanly(capsys, ["score", str(tmp_path), "--device", "bogus"], "not a device")
+    fails_cleanly(capsys, ["score", str(tmp_path), "--lpips-trunk", "alex"], "expects NET=PATH")
+    not_weights = tmp_path / "trunk.pth"
+    not_weights.write_text("hello")
+    fails_cleanly(
+        capsys,
+        ["score", str(tmp_path), "--metrics", "lpips_alex", "--lpips-trunk", f"alex={not_weights}"],
+        "not a torch weights file",
+    )
 
     import couplednoise.eval.backbones.loading as backbones_module
 
@@ -112,9 +123,49 @@ def test_score_stops_early_on_bad_arguments_and_missing_weights(tmp_path, monkey
         )
 
     monkeypatch.setattr(backbones_module, "load_lpips", missing)
-    assert main(["score", str(tmp_path), "--metrics", "l2,lpips_alex"]) == 2
-    assert "ImageNet alex weights" in capsys.readouterr().out
+    fails_cleanly(
+        capsys, ["score", str(tmp_path), "--metrics", "l2,lpips_alex"], "ImageNet alex weights"
+    )
     assert not (tmp_path / "metrics.json").exists()  # nothing half-written
+
+
+def test_score_offline_names_missing_default_weights_without_downloading(
+    tmp_path, monkeypatch, capsys
+):
+    import huggingface_hub.constants
+
+    _save(tmp_path / "a" / "0.png", seed=0)
+    _save(tmp_path / "a" / "1.png", seed=1)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
+    line = fails_cleanly(capsys, ["score", str(tmp_path)], "alexnet-owt-7be5be79.pth")
+    assert "downloads are off" in line
+
+
+def test_score_keeps_an_earlier_report_when_nothing_can_be_scored(tmp_path, capsys):
+    _save(tmp_path / "a" / "0.png", seed=0)
+    _save(tmp_path / "a" / "1.png", seed=1)
+    assert main(["score", str(tmp_path), "--metrics", "l2"]) == 0
+    good = (tmp_path / "metrics.json").read_text()
+    (tmp_path / "a" / "1.png").write_bytes(b"broken")
+    fails_cleanly(
+        capsys,
+        ["score", str(tmp_path), "--metrics", "l2"],
+        "nothing was written",
+        before_work=False,
+    )
+    assert (tmp_path / "metrics.json").read_text() == good
+
+
+def test_score_never_replaces_metrics_files_it_did_not_write(tmp_path, capsys):
+    _save(tmp_path / "a" / "0.png", seed=0)
+    _save(tmp_path / "a" / "1.png", seed=1)
+    (tmp_path / "metrics.csv").write_text("a user's own table\n")
+    fails_cleanly(capsys, ["score", str(tmp_path), "--metrics", "l2"], "not written by")
+    assert (tmp_path / "metrics.csv").read_text() == "a user's own table\n"
+    out = tmp_path / "scores"
+    assert main(["score", str(tmp_path), "--metrics", "l2", "--out", str(out)]) == 0
+    assert (out / "metrics.json").is_file()
 
 
 def test_backbones_load_builds_only_what_is_asked():
