@@ -104,6 +104,10 @@ class Coupling(abc.ABC):
         self._check(n, shape)
         return to_output(self._draw(n, shape, generator), device, dtype)
 
+    def check(self, n: int, shape: Sequence[int]) -> None:
+        """Raise ValueError / TypeError now if ``sample(n, shape)`` would be refused (no drawing)."""
+        self._check(check_count(n), check_shape(shape))
+
     def correlation(self, n: int) -> torch.Tensor:
         """The n x n cross-sample correlation (float64): Cov(Z_i[c], Z_j[c]) for any coordinate c."""
         return self._correlation(check_count(n))

@@ -25,7 +25,8 @@ class BuiltinModel:
 
     ``check(spec)`` validates the spec without loading anything (ValueError naming the option);
     ``load(spec, device=, dtype=)`` returns a ready pipeline; ``defaults`` are the steps and
-    guidance that suit it; ``requires`` is the pip extra it needs (None: always installed).
+    guidance that suit it; ``requires`` is the pip extra it needs (None: always installed);
+    ``latent_shape(spec, height, width)`` the per-sample noise shape, known before loading.
     """
 
     name: str
@@ -34,12 +35,18 @@ class BuiltinModel:
     load: Callable[..., Any]
     defaults: dict[str, float]
     requires: str | None = None
+    latent_shape: Callable[[str, int | None, int | None], tuple[int, ...]] | None = None
 
 
 def _check_lab(spec: str):
     from couplednoise.pipelines.lab import parse_lab_spec
 
     return parse_lab_spec(spec)
+
+
+def _lab_latent_shape(spec: str, height: int | None, width: int | None) -> tuple[int, ...]:
+    size = _check_lab(spec)["size"]
+    return (3, size, size)
 
 
 def _load_lab(spec: str, *, device=None, dtype=None):
@@ -55,6 +62,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         check=_check_lab,
         load=_load_lab,
         defaults={"steps": 20, "guidance": 1.0},
+        latent_shape=_lab_latent_shape,
     ),
 }
 

@@ -13,7 +13,8 @@ Each gallery is one pipeline call, so regenerating one gallery alone reproduces 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,42 @@ def call_defaults(pipe: Any) -> dict[str, Any]:
     }
 
 
+def sampling_settings(
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    negative_prompt: str | None = None,
+    height: int | None = None,
+    width: int | None = None,
+) -> dict[str, Any]:
+    """The pipeline keywords that were given (None = the pipeline's default), checked: steps in
+    [1, 1000], a finite guidance, positive sizes. The one place these settings are assembled."""
+    for name, value, low, high in (
+        ("num_inference_steps", num_inference_steps, 1, 1000),
+        ("height", height, 1, 1 << 15),
+        ("width", width, 1, 1 << 15),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+        ):
+            raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+    if guidance_scale is not None and (
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, (int, float))
+        or not math.isfinite(guidance_scale)
+    ):
+        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise ValueError(f"negative_prompt must be a string, got {type(negative_prompt).__name__}")
+    settings = {
+        "num_inference_steps": num_inference_steps,
+        "guidance_scale": guidance_scale,
+        "negative_prompt": negative_prompt,
+        "height": height,
+        "width": width,
+    }
+    return {k: v for k, v in settings.items() if v is not None}
+
+
 def check_seed(seed: int) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
@@ -70,14 +107,9 @@ def generate_gallery(
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     coupling = get_coupling(coupling)
     seed = check_seed(seed)
-    settings = {
-        "num_inference_steps": num_inference_steps,
-        "guidance_scale": guidance_scale,
-        "negative_prompt": negative_prompt,
-        "height": height,
-        "width": width,
-    }
-    settings = {k: v for k, v in settings.items() if v is not None}
+    settings = sampling_settings(
+        num_inference_steps, guidance_scale, negative_prompt, height, width
+    )
     generator = torch.Generator("cpu").manual_seed(seed)
     output = generate(
         pipe,
@@ -119,7 +151,32 @@ def generate_galleries(
     progress: bool = True,
     **settings: Any,
 ) -> list[Gallery]:
-    """One gallery per (prompt, seed, coupling), in that nesting order; progress over prompts.
+    """One gallery per (prompt, seed, coupling), in that nesting order (``iter_galleries``)."""
+    return list(
+        iter_galleries(
+            pipe,
+            prompts,
+            couplings,
+            num_images=num_images,
+            seeds=seeds,
+            progress=progress,
+            **settings,
+        )
+    )
+
+
+def iter_galleries(
+    pipe: Any,
+    prompts: Sequence[str],
+    couplings: Sequence[Coupling | str],
+    *,
+    num_images: int,
+    seeds: Sequence[int],
+    progress: bool = True,
+    **settings: Any,
+) -> Iterator[Gallery]:
+    """Yield one gallery per (prompt, seed, coupling), in that nesting order, with a progress
+    bar over galleries; a caller can write each one as it comes (memory stays one gallery).
 
     ``settings`` are generate_gallery's keywords (num_inference_steps, guidance_scale,
     negative_prompt, height, width, other pipeline arguments). Everything is validated before
@@ -133,6 +190,8 @@ def generate_galleries(
     seeds = [check_seed(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
+    named = ("num_inference_steps", "guidance_scale", "negative_prompt", "height", "width")
+    sampling_settings(**{k: settings.get(k) for k in named})
     for coupling in couplings:  # cheap draws that check size, count and coupling together
         latents_for(
             pipe,
@@ -141,15 +200,10 @@ def generate_galleries(
             height=settings.get("height"),
             width=settings.get("width"),
         )
-    if hasattr(pipe, "set_progress_bar_config"):  # ours runs over prompts; silence per-step bars
+    if hasattr(pipe, "set_progress_bar_config"):  # ours runs over galleries: no per-step bars
         pipe.set_progress_bar_config(disable=True)
-    galleries = []
-    for prompt in tqdm(prompts, desc="prompts", unit="prompt", disable=not progress):
-        for seed in seeds:
-            for coupling in couplings:
-                galleries.append(
-                    generate_gallery(
-                        pipe, prompt, coupling, num_images=num_images, seed=seed, **settings
-                    )
-                )
-    return galleries
+    jobs = [(p, s, c) for p in prompts for s in seeds for c in couplings]
+    for prompt, seed, coupling in tqdm(
+        jobs, desc="galleries", unit="gallery", disable=not progress
+    ):
+        yield generate_gallery(pipe, prompt, coupling, num_images=num_images, seed=seed, **settings)

@@ -91,7 +91,36 @@ def read_model_index(folder: Path) -> dict[str, Any]:
             f"{folder} is not a diffusers pipeline folder: no model_index.json. Save one with "
             "pipe.save_pretrained(folder, safe_serialization=True), or pass a hub id"
         )
-    return json.loads(index_path.read_text())
+    return check_model_index(read_json(index_path), index_path)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's data; ValueError naming the file for unreadable, non-UTF-8 or bad JSON."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def check_model_index(index: Any, where: Path | str) -> dict[str, Any]:
+    """``index`` if it is a model_index.json mapping whose components are [library, class]."""
+    if not isinstance(index, dict):
+        raise ValueError(f"{where} must hold a JSON object, got {type(index).__name__}")
+    for name, value in index.items():
+        if name.startswith("_") or not isinstance(value, list):
+            continue  # settings such as requires_safety_checker
+        if len(value) != 2 or not all(v is None or isinstance(v, str) for v in value):
+            raise ValueError(
+                f"{where}: component {name!r} must be [library, class] (or [null, null]), "
+                f"got {value!r}"
+            )
+    return index
 
 
 def check_safetensors(folder: Path, index: dict[str, Any]) -> None:
@@ -144,8 +173,54 @@ def resolve_model(
                 f"HF_HUB_OFFLINE=1). Download it where there is internet with "
                 f"`huggingface-cli download {model}` (same HF_HOME), or pass a local folder"
             )
-        return model, json.loads(Path(cached).read_text())
+        return model, check_model_index(read_json(Path(cached)), f"{model}/model_index.json")
     return model, None
+
+
+def check_model(model: str, *, local_files_only: bool | None = None) -> None:
+    """Everything about ``model`` that can be known without loading it: a built-in spec parses
+    and its package is installed; a folder is a diffusers folder with safetensors weights; a hub
+    id is in the cache when downloads are off. ValueError naming what is wrong."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError(f"model must be a non-empty string, got {model!r}")
+    if builtin_model(model) is not None:
+        builtin_model(model).check(model)
+        return
+    if local_files_only is None:
+        from huggingface_hub.constants import HF_HUB_OFFLINE
+
+        local_files_only = bool(HF_HUB_OFFLINE)
+    resolve_model(model, local_files_only=local_files_only)
+
+
+def planned_latent_shape(
+    model: str, height: int | None = None, width: int | None = None
+) -> tuple[int, ...] | None:
+    """The per-sample noise shape ``model`` will draw, from its spec or config files alone (no
+    weights loaded), so couplings can be checked before anything loads; None if unknown."""
+    builtin = builtin_model(model)
+    if builtin is not None:
+        return builtin.latent_shape(model, height, width) if builtin.latent_shape else None
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return None
+    index = read_model_index(path)
+    denoiser = next((n for n in ("unet", "transformer") if n in index), None)
+    config_path = path / str(denoiser) / "config.json"
+    vae_path = path / "vae" / "config.json"
+    if denoiser is None or not config_path.is_file() or not vae_path.is_file():
+        return None
+    config, vae = read_json(config_path), read_json(vae_path)
+    try:
+        channels = int(vae.get("latent_channels") or config["in_channels"])
+        factor = 2 ** (len(vae["block_out_channels"]) - 1)
+        sample = config["sample_size"]
+    except (KeyError, TypeError, ValueError):
+        return None
+    side = sample if isinstance(sample, int) else sample[0]
+    h = (height or side * factor) // factor
+    w = (width or side * factor) // factor
+    return (channels, h, w)
 
 
 def dtype_keyword(dtype: torch.dtype) -> dict[str, torch.dtype]:

@@ -1,6 +1,6 @@
 """The error contract of every ``couplednoise`` subcommand.
 
-- A user error (bad argument, bad config, missing weights, an output folder that cannot be used)
+- A user error (bad argument, bad config, missing weights, a path that cannot be read or written)
   prints ONE line to stderr, ``couplednoise SUBCOMMAND: error: ...``, and exits 2, before any
   expensive work where it can be known then.
 - Ctrl-C exits 130; runs that resume (``eval``) keep every finished gallery.
@@ -23,13 +23,9 @@ class UsageError(ValueError):
     """A mistake the user can fix: reported as one line, exit code 2."""
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types reported as user errors (MissingWeightsError only if eval is loaded)."""
-    kinds: list[type[BaseException]] = [ValueError, FileNotFoundError, PermissionError]
-    backbones = sys.modules.get("couplednoise.eval.backbones.loading")
-    if backbones is not None:
-        kinds.append(backbones.MissingWeightsError)
-    return tuple(kinds)
+# Bad input (ValueError, the library's convention) and the file system refusing (OSError:
+# missing or unwritable paths, a full disk; MissingWeightsError is one too) are the user's to fix.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
 def one_line(error: BaseException) -> str:
@@ -47,6 +43,6 @@ def run_guarded(prog: str, run: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except user_errors() as error:
+    except USER_ERRORS as error:
         print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE

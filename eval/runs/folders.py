@@ -46,7 +46,14 @@ def check_output_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} exists and is not a folder")
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir():
+        parent = next(p for p in out.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise ValueError(f"{flag} {out} cannot be created: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {out} cannot be created: {parent} is not writable")
+        return
+    if not any(out.iterdir()):
         return
     found = run_kind(out)
     if found != kind:

@@ -46,19 +46,29 @@ class GalleryRecord:
     folder: str | None = None  # relative image folder; default images/<slug(id)>
 
 
-def write_galleries(folder: Path, records: Sequence[GalleryRecord]) -> list[dict[str, Any]]:
-    """Every record's images as PNGs and ``galleries.json`` listing them; returns its entries."""
-    ids = [r.id for r in records]
+def save_gallery(folder: Path, record: GalleryRecord) -> dict[str, Any]:
+    """A record's images as PNGs under ``folder``; returns its galleries.json entry."""
+    base = record.folder or f"images/{slug(record.id)}"
+    files = [f"{base}/{k}.png" for k in range(record.images.shape[0])]
+    for image, relative in zip(record.images, files):
+        save_png(image, Path(folder) / relative)
+    return {"id": record.id, "prompt": record.prompt, **record.info, "files": files}
+
+
+def write_gallery_index(folder: Path, entries: Sequence[dict[str, Any]]) -> None:
+    """``galleries.json`` listing ``entries`` (ids must be unique)."""
+    ids = [e["id"] for e in entries]
     if len(set(ids)) != len(ids):
         raise ValueError(f"gallery ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
-    entries = []
-    for record in records:
-        base = record.folder or f"images/{slug(record.id)}"
-        files = [f"{base}/{k}.png" for k in range(record.images.shape[0])]
-        for image, relative in zip(record.images, files):
-            save_png(image, Path(folder) / relative)
-        entries.append({"id": record.id, "prompt": record.prompt, **record.info, "files": files})
-    write_text(Path(folder) / "galleries.json", json.dumps(entries, indent=2, default=str) + "\n")
+    write_text(
+        Path(folder) / "galleries.json", json.dumps(list(entries), indent=2, default=str) + "\n"
+    )
+
+
+def write_galleries(folder: Path, records: Sequence[GalleryRecord]) -> list[dict[str, Any]]:
+    """Every record's images as PNGs and ``galleries.json`` listing them; returns its entries."""
+    entries = [save_gallery(folder, record) for record in records]
+    write_gallery_index(folder, entries)
     return entries
 
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
 from couplednoise.pipelines.lab.prompts import parse_prompt
-from couplednoise.pipelines.lab.world import World
+from couplednoise.pipelines.lab.world import SIZES, World
 
 # DDPM's pixel-space schedule (linear betas 1e-4 .. 0.02); "trailing" starts at pure noise.
 _DDPM_BETAS = {
@@ -288,10 +288,14 @@ class LabPipeline:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         for side, name in ((height, "height"), (width, "width")):
             if side is not None and side != self.world.size:
+                hint = (
+                    f"load 'lab:size={side}' for that size"
+                    if side in SIZES
+                    else f"lab worlds come in {' and '.join(map(str, SIZES))} pixels only"
+                )
                 raise ValueError(
                     f"{name}={side}: this lab world renders {self.world.size} x "
-                    f"{self.world.size} scenes; load 'lab:size={side}' for another size "
-                    "(32 or 64)"
+                    f"{self.world.size} scenes; {hint}"
                 )
         negatives = negative_prompt if negative_prompt is not None else ""
         negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
