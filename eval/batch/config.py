@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +21,9 @@ from typing import Any
 from couplednoise.eval.batch.prompts import load_prompts, sample_prompts
 
 WEIGHT_FREE_METRICS = ("l2", "ms_ssim", "vendi_pixel")
+MAX_ITEMS = 1_000_000  # galleries per run: the item list and the report stay in memory
+MAX_PROMPTS = 1_000_000
+MAX_SEEDS_PER_PROMPT = 10_000
 LAB_METRIC = "lab"  # ground-truth readout of the lab model: alignment and coverage
 LAB_VALUES = ("lab_alignment", "lab_scene_cov", "lab_attr_cov", "lab_scenes")
 
@@ -163,7 +167,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"config file not found: {path}")
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"config {path} is not UTF-8 text ({error.reason})") from None
     try:
         if suffix == ".toml":
             import tomllib
@@ -231,7 +238,11 @@ def _check_type(where: str, value: Any, kind: str) -> Any:
     if not ok:
         article = "an" if kind[0] in "aeiou" else "a"
         raise TypeError(f"{where} must be {article} {kind}, got {value!r} ({type(value).__name__})")
-    return float(value) if kind == _FLOAT else value
+    if kind == _FLOAT:
+        if not math.isfinite(value):
+            raise ValueError(f"{where} must be a finite number, got {value!r}")
+        return float(value)
+    return value
 
 
 def _section(data: Any, name: str, schema: dict[str, tuple[str, Any]]) -> dict[str, Any]:
@@ -254,9 +265,11 @@ def _section(data: Any, name: str, schema: dict[str, tuple[str, Any]]) -> dict[s
     return resolved
 
 
-def _check_range(where: str, value: int | None, low: int) -> None:
+def _check_range(where: str, value: float | None, low: float, high: float | None = None) -> None:
     if value is not None and value < low:
         raise ValueError(f"{where} must be >= {low}, got {value}")
+    if value is not None and high is not None and value > high:
+        raise ValueError(f"{where} must be <= {high}, got {value}")
 
 
 def _check_dtype(where: str, value: str) -> None:
@@ -275,8 +288,7 @@ def _models(entries: list, defaults: dict[str, Any]) -> tuple[ModelSpec, ...]:
         fields = _section(entry, f"models[{i}]", MODEL_KEYS)
         settings = {k: defaults[k] if fields[k] is None else fields[k] for k in _GENERATION_KEYS}
         model = ModelSpec(name=fields["name"] or fields["path"], path=fields["path"], **settings)
-        for key in ("steps", "height", "width"):
-            _check_range(f"models[{i}].{key}", getattr(model, key), 1)
+        _check_generation_ranges(f"models[{i}]", settings)
         _check_dtype(f"models[{i}].dtype", model.dtype)
         _check_model_path(model)
         models.append(model)
@@ -287,22 +299,46 @@ def _models(entries: list, defaults: dict[str, Any]) -> tuple[ModelSpec, ...]:
     return tuple(models)
 
 
+def _check_generation_ranges(where: str, settings: dict[str, Any]) -> None:
+    """steps in [1, 1000], height / width in [1, 8192] (guidance is finite by type)."""
+    from couplednoise.eval.cli.options import MAX_SIDE, MAX_STEPS
+
+    _check_range(f"{where}.steps", settings.get("steps"), 1, MAX_STEPS)
+    for key in ("height", "width"):
+        _check_range(f"{where}.{key}", settings.get(key), 1, MAX_SIDE)
+
+
 def _check_model_path(model: ModelSpec) -> None:
-    """Lab specs parse; a local folder is a diffusers folder; a hub id is in the cache when
-    downloads are off (HF_HUB_OFFLINE=1). Reads config files only, loads no weights."""
-    if model.is_lab:
-        from couplednoise.pipelines.lab import parse_lab_spec
-
-        parse_lab_spec(model.path)
-        return
-    from huggingface_hub.constants import HF_HUB_OFFLINE
-
-    from couplednoise.pipelines.loading import resolve_model
+    """A built-in spec parses (lab:size=48 does not); a local folder is a diffusers folder; a hub
+    id is in the cache when downloads are off (HF_HUB_OFFLINE=1). Config files only, no weights."""
+    from couplednoise.pipelines.loading import check_model
 
     try:
-        resolve_model(model.path, local_files_only=bool(HF_HUB_OFFLINE))
+        check_model(model.path)
     except ValueError as error:
         raise ValueError(f"models: {model.name!r}: {error}") from error
+
+
+def _check_couplings_fit(models: tuple[ModelSpec, ...], couplings, num_images: int) -> None:
+    """Every coupling at the real gallery size and each model's latent shape (no weights):
+    a rho too negative for the gallery, orthogonal with more images than dimensions, ..."""
+    from couplednoise import get_coupling
+    from couplednoise.pipelines.loading import planned_latent_shape
+
+    for model in models:
+        shape = planned_latent_shape(model.path, model.height, model.width)
+        for spec in couplings:
+            try:
+                coupling = get_coupling(spec)
+                if shape is None:
+                    coupling.check(num_images, (num_images,))  # the gallery size alone
+                else:
+                    coupling.check(num_images, shape)
+            except ValueError as error:
+                raise ValueError(
+                    f"coupling {spec!r} cannot draw galleries of {num_images} for model "
+                    f"{model.name!r}: {error}"
+                ) from error
 
 
 def _couplings(entries: list) -> tuple[str, ...]:
@@ -340,13 +376,35 @@ def _metric_spec(section: dict[str, Any], models: tuple[ModelSpec, ...]) -> Metr
     if LAB_METRIC in names and not all(m.is_lab for m in models):
         raise ValueError(f"metric {LAB_METRIC!r} (ground-truth readout) needs lab models only")
     _check_dtype("metrics.dtype", section["dtype"])
-    _check_range("metrics.batch_size", section["batch_size"], 1)
+    _check_range("metrics.batch_size", section["batch_size"], 1, 4096)
+    _check_range("metrics.vendi_q", section["vendi_q"], 0.0)
     trunks = section["lpips_trunks"]
     for net, path in trunks.items():
         if not isinstance(path, str) or not Path(path).expanduser().is_file():
             raise ValueError(f"metrics.lpips_trunks.{net}: weights file not found: {path!r}")
     trunks = {net: str(Path(path).expanduser()) for net, path in trunks.items()}
-    return MetricSpec(**{**section, "names": tuple(names), "lpips_trunks": trunks})
+    spec = MetricSpec(**{**section, "names": tuple(names), "lpips_trunks": trunks})
+    _check_backbone_weights(spec)
+    return spec
+
+
+def _check_backbone_weights(spec: MetricSpec) -> None:
+    """The metric backbones' weights exist (or may still download): before any folder or model."""
+    from couplednoise.eval.backbones.loading import check_weights_available, plan_backbones
+
+    names = [n for n in spec.names if n != LAB_METRIC]
+    plan = plan_backbones(
+        names,
+        clip_model=spec.clip_model,
+        clip_pretrained=spec.clip_pretrained,
+        dino=spec.dino,
+        pickscore=spec.pickscore,
+        lpips_trunks=spec.lpips_trunks,
+    )
+    try:
+        check_weights_available(plan, random_weights=spec.random_weights)
+    except OSError as error:  # MissingWeightsError: say which config entry needs them
+        raise ValueError(f"metrics.names: {error}") from error
 
 
 def _check_lab_prompts(models: tuple[ModelSpec, ...], prompts) -> None:
@@ -366,13 +424,19 @@ def validate_config(data: dict[str, Any]) -> BatchConfig:
     top = _section(data, "", known)
     sections = {name: _section(top[name], name, schema) for name, schema in SCHEMA.items()}
     gen, prompts_section, out = sections["generation"], sections["prompts"], sections["output"]
-    for key, low in (("num_images", 2), ("seeds_per_prompt", 1), ("steps", 1), ("height", 1)):
-        _check_range(f"generation.{key}", gen[key], low)
-    _check_range("generation.width", gen["width"], 1)
-    _check_range("output.grids", out["grids"], 0)
+    from couplednoise.eval.cli.options import MAX_IMAGES, MAX_SEED
+
+    _check_range("generation.num_images", gen["num_images"], 2, MAX_IMAGES)
+    _check_range("generation.seeds_per_prompt", gen["seeds_per_prompt"], 1, MAX_SEEDS_PER_PROMPT)
+    _check_range("generation.seed", gen["seed"], 0, MAX_SEED)
+    _check_generation_ranges("generation", gen)
+    _check_range("output.grids", out["grids"], 0, 100_000)
+    _check_range("prompts.n", prompts_section["n"], 1, MAX_PROMPTS)
+    _check_range("prompts.seed", prompts_section["seed"], 0, MAX_SEED)
     _check_dtype("generation.dtype", gen["dtype"])
     models = _models(top["models"], gen)
     couplings = _couplings(top["couplings"])
+    _check_couplings_fit(models, couplings, gen["num_images"])
     reference = top["reference"]
     if reference is None:
         reference = "independent" if "independent" in couplings else None
@@ -391,6 +455,14 @@ def validate_config(data: dict[str, Any]) -> BatchConfig:
     )
     prompts = tuple(sample_prompts(all_prompts, prompts_section["n"], prompts_section["seed"]))
     _check_lab_prompts(models, prompts)
+    items = len(models) * len(prompts) * gen["seeds_per_prompt"] * len(couplings)
+    if items > MAX_ITEMS:
+        raise ValueError(
+            f"the config asks for {items:,} galleries (models x prompts x seeds_per_prompt x "
+            f"couplings); at most {MAX_ITEMS:,} per run: split it into several runs"
+        )
+    if gen["seed"] + len(all_prompts) * gen["seeds_per_prompt"] > MAX_SEED:
+        raise ValueError("generation.seed is too large: gallery seeds would pass 2**63 - 1")
     return BatchConfig(
         models=models,
         couplings=couplings,

@@ -11,17 +11,16 @@ intervals than comparing two means.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
-from couplednoise.eval.batch.run import read_rows, slug, write_atomic
+from couplednoise.eval.batch.run import read_rows
+from couplednoise.eval.runs.atomic import save_figure, write_text
+from couplednoise.eval.runs.galleries import slug
+from couplednoise.eval.runs.stats import mean_ci
+from couplednoise.eval.runs.tables import csv_text, format_ci, markdown_table
 
-LOWER_IS_MORE_DIVERSE = {"ms_ssim"}
 # Axes of the diversity-vs-alignment figure: the first metric present of each list.
 DIVERSITY_AXIS = (
     "lab_scene_cov",
@@ -35,20 +34,6 @@ DIVERSITY_AXIS = (
     "l2",
 )
 ALIGNMENT_AXIS = ("lab_alignment", "clip_score", "pickscore")
-CONFIDENCE = 0.95
-
-
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """(mean, low, high) of a 95% Student-t interval; (mean, nan, nan) for fewer than 2 values."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def metric_names(rows: list[dict]) -> list[str]:
@@ -68,7 +53,7 @@ def _per_prompt(values: dict[tuple[int, int], float]) -> list[float]:
     return [sum(v) / len(v) for v in by_prompt.values()]
 
 
-def summarize(rows: list[dict], reference: str | None) -> list[dict]:
+def summarise(rows: list[dict], reference: str | None) -> list[dict]:
     """One record per (model, coupling, metric): mean and CI, and the paired difference to
     ``reference`` with its CI (None for the reference itself or without one)."""
     table: dict[tuple[str, str, str], dict[tuple[int, int], float]] = defaultdict(dict)
@@ -112,19 +97,9 @@ def summarize(rows: list[dict], reference: str | None) -> list[dict]:
     return records
 
 
-def _fmt(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.4g}"
-
-
-def _cell(mean, low, high) -> str:
-    if low is None or math.isnan(low):
-        return _fmt(mean)
-    return f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}]"
-
-
 def _header(name: str) -> str:
+    from couplednoise.eval.metrics.registry import LOWER_IS_MORE_DIVERSE
+
     return f"{name} (↓ = more diverse)" if name in LOWER_IS_MORE_DIVERSE else name
 
 
@@ -141,35 +116,21 @@ def markdown_summary(records: list[dict], reference: str | None, status: str) ->
         metrics = list(dict.fromkeys(r["metric"] for r in rows))
         couplings = list(dict.fromkeys(r["coupling"] for r in rows))
         cell = {(r["coupling"], r["metric"]): r for r in rows}
-        lines += [
-            "",
-            f"## {model}",
-            "",
-            "| coupling | prompts | galleries | " + " | ".join(_header(m) for m in metrics) + " |",
-            "|---" * (3 + len(metrics)) + "|",
-        ]
+        means = []
         for coupling in couplings:
             first = next(r for r in rows if r["coupling"] == coupling)
             cells = [
-                _cell(c["mean"], c["ci_low"], c["ci_high"])
+                format_ci(c["mean"], c["ci_low"], c["ci_high"])
                 if (c := cell.get((coupling, m)))
                 else ""
                 for m in metrics
             ]
-            lines.append(
-                f"| {coupling} | {first['prompts']} | {first['galleries']} | "
-                + " | ".join(cells)
-                + " |"
-            )
+            means.append([coupling, first["prompts"], first["galleries"], *cells])
+        headers = ["coupling", "prompts", "galleries", *(_header(m) for m in metrics)]
+        lines += ["", f"## {model}", "", markdown_table(headers, means)]
         diffs = [c for c in couplings if any(cell.get((c, m), {}).get("pairs") for m in metrics)]
         if reference and diffs:
-            lines += [
-                "",
-                f"Paired difference to {reference} (Δ [95% CI]):",
-                "",
-                "| coupling | pairs | " + " | ".join(metrics) + " |",
-                "|---" * (2 + len(metrics)) + "|",
-            ]
+            table = []
             for coupling in diffs:
                 cells, pairs = [], 0
                 for m in metrics:
@@ -180,24 +141,39 @@ def markdown_summary(records: list[dict], reference: str | None, status: str) ->
                     pairs = max(pairs, c["pairs"])
                     low, high = c["diff_low"], c["diff_high"]
                     star = " *" if not math.isnan(low) and (low > 0 or high < 0) else ""
-                    cells.append(_cell(c["diff"], low, high) + star)
-                lines.append(f"| {coupling} | {pairs} | " + " | ".join(cells) + " |")
+                    cells.append(format_ci(c["diff"], low, high) + star)
+                table.append([coupling, pairs, *cells])
+            lines += [
+                "",
+                f"Paired difference to {reference} (Δ [95% CI]):",
+                "",
+                markdown_table(["coupling", "pairs", *metrics], table),
+            ]
     return "\n".join(lines) + "\n"
 
 
 def csv_summary(records: list[dict]) -> str:
     """The records as CSV, one row per (model, coupling, metric)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(records[0]) if records else ["model"])
-    writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()
+    return csv_text(records, list(records[0]) if records else ["model"])
+
+
+def stored_config(run_dir: Path) -> dict | None:
+    """The batch run's config.json (None without one); ValueError if it is not a batch run's."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    from couplednoise.pipelines.loading import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ValueError(f"{path} is not the config.json of a batch run (couplednoise eval)")
+    return data
 
 
 def run_status(run_dir: Path, rows: list[dict]) -> str:
     """'N of M galleries' and whether the run is still in progress (from config.json)."""
-    path = run_dir / "config.json"
-    total = json.loads(path.read_text())["items"] if path.is_file() else None
+    stored = stored_config(run_dir)
+    total = stored.get("items") if stored is not None else None
     if total is None:
         return f"{len(rows)} galleries (no config.json: total unknown)."
     state = "complete" if len(rows) >= total else "in progress (or interrupted)"
@@ -208,16 +184,6 @@ def _error_bars(records: list[dict]) -> list[list[float]]:
     low = [r["mean"] - r["ci_low"] if not math.isnan(r["ci_low"]) else 0.0 for r in records]
     high = [r["ci_high"] - r["mean"] if not math.isnan(r["ci_high"]) else 0.0 for r in records]
     return [low, high]
-
-
-def save_figure(figure, path: Path) -> None:
-    """savefig to a temporary file, then rename it over ``path`` (never a half-written PNG)."""
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    os.replace(tmp, path)
 
 
 def metric_bars(records: list[dict], model: str, path: Path) -> Path:
@@ -288,7 +254,7 @@ def gallery_figures(run_dir: Path, rows: list[dict], out: Path, max_grids: int) 
     """Per sampled (model, prompt, seed): its couplings' saved grids stacked, labelled."""
     from PIL import Image
 
-    from couplednoise.eval.runs.images import image_grid, save_image
+    from couplednoise.eval.runs.images import enlarge, image_grid, save_image
     from couplednoise.pipelines.images import from_pil
 
     groups: dict[tuple[str, int, int], list[dict]] = defaultdict(list)
@@ -302,7 +268,7 @@ def gallery_figures(run_dir: Path, rows: list[dict], out: Path, max_grids: int) 
         if per_model[model] >= max_grids:
             continue
         per_model[model] += 1
-        images = [_enlarge(from_pil(Image.open(run_dir / r["files"]["grid"]))) for r in members]
+        images = [enlarge(from_pil(Image.open(run_dir / r["files"]["grid"])), 128) for r in members]
         width = max(i.shape[-1] for i in images)
         rows_ = [_pad_width(i, width)[None] for i in images]
         labels = [r["coupling"] for r in members]
@@ -311,14 +277,6 @@ def gallery_figures(run_dir: Path, rows: list[dict], out: Path, max_grids: int) 
         save_image(image_grid(rows_, labels=labels), path)
         written.append(path)
     return written
-
-
-def _enlarge(image, min_height: int = 128):
-    """Small grids (the lab's 32 px images) enlarged by an integer factor, nearest neighbour."""
-    import torch
-
-    factor = max(1, min_height // image.shape[-2])
-    return torch.nn.functional.interpolate(image[None], scale_factor=factor, mode="nearest")[0]
 
 
 def _pad_width(image, width: int):
@@ -349,14 +307,14 @@ def build_report(
     if not rows:
         raise ValueError(f"{run_dir} has no finished rows yet (rows.jsonl or parts/*.jsonl)")
     if reference is None:
-        config_path = run_dir / "config.json"
-        if config_path.is_file():
-            reference = json.loads(config_path.read_text())["config"].get("reference")
-    records = summarize(rows, reference)
+        stored = stored_config(run_dir)
+        if stored is not None:
+            reference = stored["config"].get("reference")
+    records = summarise(rows, reference)
     status = run_status(run_dir, rows)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "summary.md", markdown_summary(records, reference, status))
-    write_atomic(out / "summary.csv", csv_summary(records))
+    write_text(out / "summary.md", markdown_summary(records, reference, status))
+    write_text(out / "summary.csv", csv_summary(records))
     for model in dict.fromkeys(r["model"] for r in records):
         metric_bars(records, model, out / f"metrics_{slug(model)}.png")
         tradeoff_plot(records, model, out / f"tradeoff_{slug(model)}.png")

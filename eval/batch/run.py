@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
-import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from couplednoise.eval.batch.config import LAB_METRIC, LAB_VALUES, BatchConfig, ModelSpec
+from couplednoise.eval.runs.atomic import write_text
+from couplednoise.eval.runs.galleries import slug
 from couplednoise.pipelines.provenance import versions
 
 TIMING_KEY = "timing"  # row fields that differ between identical runs (durations, rank, time)
@@ -54,11 +54,6 @@ class Item:
     def folder(self) -> Path:
         """Relative folder of this item's (prompt, seed) group, e.g. lab/p00003_s3."""
         return Path(slug(self.model.name)) / f"p{self.prompt_index:05d}_s{self.seed}"
-
-
-def slug(text: str) -> str:
-    """A file-name-safe version of a model name or coupling spec."""
-    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_") or "_"
 
 
 def build_items(config: BatchConfig) -> list[Item]:
@@ -134,23 +129,13 @@ def append_row(file, row: dict) -> None:
     os.fsync(file.fileno())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
-
-
 def merge_rows(out: Path, items: list[Item]) -> list[dict]:
     """Write rows.jsonl: the finished rows in item order (atomic); returns them."""
     order = {item.id: item.index for item in items}
     rows = sorted((r for r in read_rows(out) if r["id"] in order), key=lambda r: order[r["id"]])
     for row in rows:  # an extended run's items are re-numbered: rows follow the current order
         row["index"] = order[row["id"]]
-    write_atomic(out / "rows.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    write_text(out / "rows.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
     return rows
 
 
@@ -199,20 +184,38 @@ def extension_problems(stored: dict, new: dict) -> list[str]:
 def check_compatible(out: Path, config: BatchConfig) -> dict | None:
     """The stored config.json of ``out`` (None if new); ValueError if its results would not mix.
 
-    A config that only adds couplings or models extends the run: the stored dict is returned
-    with ``"extends": True`` and the missing items run on the next call of ``run_batch``.
+    ``out`` must be new, empty, or a batch run. A config that only adds couplings or models
+    extends the run: the stored dict is returned with ``"extends": True`` and the missing items
+    run on the next call of ``run_batch``. A run that holds no finished row yet (a start that
+    failed) takes any corrected config: ``"replaces": True``.
     """
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} exists and is not a folder")
     path = out / "config.json"
     if not path.is_file():
         if (out / "parts").is_dir() or (out / "rows.jsonl").is_file():
             raise ValueError(f"{out} holds rows but no config.json: use a new output folder")
+        if out.is_dir() and any(out.iterdir()):
+            raise ValueError(
+                f"output folder {out} is not empty and holds no batch run (no config.json): "
+                "choose a new or empty folder (output.dir / --output)"
+            )
         return None
+    from couplednoise.eval.runs.folders import run_kind
+
+    if run_kind(out) != "eval":
+        raise ValueError(
+            f"output folder {out} holds a {run_kind(out) or 'foreign'} config.json, not a batch "
+            "run: choose a new or empty folder (output.dir / --output)"
+        )
     stored = json.loads(path.read_text())
     if stored.get("fingerprint") == config.fingerprint():
         return stored
     sections = json.loads(json.dumps(config.fingerprint_sections()))  # tuples -> lists
     if not extension_problems(stored.get("sections", {}), sections):
         return {**stored, "extends": True}
+    if not read_rows(out):
+        return {**stored, "replaces": True}
     changes = _differences(stored.get("sections", {}), sections)
     raise ValueError(
         f"{out} holds a run with a different config; resuming would mix incompatible rows. "
@@ -239,7 +242,7 @@ def write_run_config(
         data["created"] = extended.get("created", data["created"])
         data["extended"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         data["extended_from"] = [*extended.get("extended_from", []), extended["fingerprint"]]
-    write_atomic(out / "config.json", json.dumps(data, indent=2) + "\n")
+    write_text(out / "config.json", json.dumps(data, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- generation and scoring
@@ -417,7 +420,7 @@ def run_batch(config: BatchConfig, *, progress: bool = True) -> dict[str, int]:
     state.wait_for_everyone()  # every process has read the stored config before it changes
     if state.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        if stored is None:
+        if stored is None or stored.get("replaces"):
             write_run_config(out, config, len(items))
         elif stored.get("extends"):
             write_run_config(out, config, len(items), extended=stored)

@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from couplednoise.eval.cli.options import DTYPE_NAMES
+from couplednoise.eval.cli.options import (
+    DTYPE_NAMES,
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
+    float_in,
+    int_in,
+)
 
 # flag -> config key; list-valued flags take comma-separated values.
 FLAG_KEYS = {
@@ -42,14 +49,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--couplings", help="comma-separated coupling specs")
     parser.add_argument("--metrics", help="comma-separated metric names (metrics.names)")
     parser.add_argument("--prompts", help="prompt source: builtin, builtin:lab or a file")
-    parser.add_argument("--n-prompts", type=int, help="prompts sampled from the source")
-    parser.add_argument("--num-images", type=int, help="images per gallery")
-    parser.add_argument("--seeds-per-prompt", type=int, help="galleries per prompt and coupling")
-    parser.add_argument("--seed", type=int, help="base seed of the galleries")
-    parser.add_argument("--steps", type=int, help="denoising steps (all models)")
-    parser.add_argument("--guidance", type=float, help="guidance scale (all models)")
+    parser.add_argument(
+        "--n-prompts", type=int_in(1, 1_000_000), help="prompts sampled from the source"
+    )
+    parser.add_argument("--num-images", type=int_in(2, MAX_IMAGES), help="images per gallery")
+    parser.add_argument(
+        "--seeds-per-prompt", type=int_in(1, 10_000), help="galleries per prompt and coupling"
+    )
+    parser.add_argument("--seed", type=int_in(0, MAX_SEED), help="base seed of the galleries")
+    parser.add_argument("--steps", type=int_in(1, MAX_STEPS), help="denoising steps (all models)")
+    parser.add_argument("--guidance", type=float_in(0.0, 100.0), help="guidance scale (all models)")
     parser.add_argument("--dtype", choices=DTYPE_NAMES)
-    parser.add_argument("--grids", type=int, help="prompts per model whose gallery grids are saved")
+    parser.add_argument(
+        "--grids", type=int_in(0, 100_000), help="prompts per model whose gallery grids are saved"
+    )
     parser.add_argument(
         "--save-images", action=argparse.BooleanOptionalAction, help="save every image"
     )
@@ -88,21 +101,15 @@ def overrides_from(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Validate the config, then run or resume it; 2 on a bad config."""
+    """Validate the config (every check before any model loads), then run or resume it."""
     from couplednoise.eval.batch.config import load_config
-
-    try:
-        config = load_config(args.config, overrides_from(args))
-    except (ValueError, TypeError) as error:
-        print(f"error: {error}")
-        return 2
     from couplednoise.eval.batch.run import build_items, check_compatible, run_batch
 
     try:
-        check_compatible(config.output, config)
-    except ValueError as error:
-        print(f"error: {error}")
-        return 2
+        config = load_config(args.config, overrides_from(args))
+    except TypeError as error:  # a config entry of the wrong type: the user's to fix
+        raise ValueError(str(error)) from error
+    check_compatible(config.output, config)
     if args.dry_run:
         print(f"config OK: {len(build_items(config))} galleries -> {config.output}")
         return 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from couplednoise.eval.cli.options import int_in
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``report`` subcommand's options."""
@@ -21,11 +23,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coupling spec the paired differences are taken against "
         "(default: the run's reference, usually independent)",
     )
-    parser.add_argument("--max-grids", type=int, default=4, help="gallery figures per model")
+    parser.add_argument(
+        "--max-grids", type=int_in(0, 10_000), default=4, help="gallery figures per model"
+    )
+
+
+def check_report_folder(out: Path) -> None:
+    """ValueError unless ``out`` is new, empty, or an earlier report (its summary.md is ours)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    summary = out / "summary.md"
+    try:
+        ours = summary.read_text(encoding="utf-8").startswith("# Batch report")
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise ValueError(
+            f"--out {out} is a non-empty folder that holds no earlier batch report; choose a new "
+            "or empty folder"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the report; 2 when the folder has no rows."""
+    """Build the report (a user error, e.g. a folder with no rows, exits 2)."""
     from couplednoise.eval.batch.report import build_report
 
     reference = args.reference
@@ -35,13 +57,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             reference = get_coupling(reference).spec
         except ValueError as error:
-            print(f"error: --reference: {error}")
-            return 2
-    try:
-        out = build_report(args.run_dir, args.out, reference=reference, max_grids=args.max_grids)
-    except ValueError as error:
-        print(f"error: {error}")
-        return 2
+            raise ValueError(f"--reference: {error}") from None
+    out = args.out if args.out is not None else args.run_dir / "report"
+    check_report_folder(out)
+    out = build_report(args.run_dir, out, reference=reference, max_grids=args.max_grids)
     print((out / "summary.md").read_text())
     print(f"report -> {out}")
     return 0

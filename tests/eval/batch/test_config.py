@@ -17,6 +17,7 @@ from couplednoise.eval.batch.config import (
 from couplednoise.eval.batch.prompts import load_prompts, sample_prompts
 from couplednoise.eval.batch.run import build_items, check_compatible, write_run_config
 from couplednoise.eval.cli import batch as batch_cli
+from tests.eval.cli.contract import fails_cleanly
 
 
 def lab_config(out: Path, **sections) -> dict:
@@ -238,11 +239,52 @@ def test_metric_lab_needs_lab_models(tmp_path, tiny_pipeline_dir):
 def test_cli_reports_a_bad_config_before_any_work(tmp_path, capsys):
     data = lab_config(tmp_path / "run", couplings=["independent", "nope"])
     path = write_toml(tmp_path / "c.yaml", json.dumps(data))
-    parser = argparse.ArgumentParser()
-    batch_cli.add_arguments(parser)
-    assert batch_cli.run(parser.parse_args([str(path)])) == 2
-    assert "unknown coupling 'nope'" in capsys.readouterr().out
+    fails_cleanly(capsys, ["eval", str(path)], "unknown coupling 'nope'")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"generation": {"steps": 1001}}, r"generation.steps must be <= 1000"),
+        ({"--set": "generation.guidance=nan"}, "guidance must be a finite number"),
+        ({"--set": "models=[{path = 'lab', guidance = inf}]"}, "guidance must be a finite"),
+        ({"generation": {"num_images": 10**6}}, "num_images must be <= 1024"),
+        ({"couplings": ["equicorrelated:rho=-0.9"]}, "cannot draw galleries of 3"),
+        ({"models": ["lab:size=48"]}, r"lab size must be one of \(32, 64\)"),
+        ({"models": ["lab:smoothing=nan"]}, "smoothing"),
+        ({"generation": {"seeds_per_prompt": 10**9}}, "seeds_per_prompt must be <="),
+        ({"metrics": {"vendi_q": -1}}, "vendi_q must be >= 0"),
+    ],
+)
+def test_what_cannot_run_is_refused_before_any_folder(tmp_path, capsys, change, message):
+    data = lab_config(tmp_path / "run", generation={"num_images": 3})
+    extra = ["--set", change.pop("--set")] if "--set" in change else []
+    for key, value in change.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    path = write_toml(tmp_path / "c.yaml", json.dumps(data))  # JSON is YAML
+    fails_cleanly(capsys, ["eval", str(path), *extra], message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_never_writes_into_a_folder_that_is_not_a_batch_run(tmp_path, capsys):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "summary.md").write_text("a user's notes")
+    path = write_toml(tmp_path / "c.yaml", json.dumps(lab_config(out)))
+    fails_cleanly(capsys, ["eval", str(path)], "not empty and holds no batch run")
+    (out / "config.json").write_text("[1, 2]")
+    fails_cleanly(capsys, ["eval", str(path)], "not a batch run")
+    assert (out / "summary.md").read_text() == "a user's notes"
+
+
+def test_a_failed_start_does_not_block_the_corrected_config(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    first = validate_config(lab_config(out))
+    write_run_config(out, first, len(build_items(first)))  # started, then failed: no rows
+    corrected = validate_config(lab_config(out, generation={"steps": 6}))
+    assert check_compatible(out, corrected)["replaces"]
 
 
 def test_a_changed_config_is_refused_naming_the_change(tmp_path):
@@ -251,6 +293,7 @@ def test_a_changed_config_is_refused_naming_the_change(tmp_path):
     assert check_compatible(out, config) is None
     out.mkdir()
     write_run_config(out, config, len(build_items(config)))
+    (out / "rows.jsonl").write_text(json.dumps({"id": build_items(config)[0].id}) + "\n")
     assert check_compatible(out, config)["fingerprint"] == config.fingerprint()
     # output-only settings may change between sessions
     assert check_compatible(out, validate_config(lab_config(out, output={"grids": 0})))

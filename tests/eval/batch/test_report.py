@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from couplednoise.eval.batch.report import build_report, mean_ci, summarize
+from couplednoise.eval.batch.report import build_report, summarise
 from couplednoise.eval.batch.run import part_path
 from couplednoise.eval.cli import report as report_cli
+from couplednoise.eval.runs.stats import mean_ci
+from tests.eval.cli.contract import fails_cleanly
 
 
 def make_rows(values: dict[str, list[list[float]]]) -> list[dict]:
@@ -54,7 +56,7 @@ def test_prompts_are_the_unit_and_differences_are_paired():
     prompt_effect = rng.normal(0, 10, size=12)  # large between-prompt spread
     independent = [[p + rng.normal(0, 0.1), p + rng.normal(0, 0.1)] for p in prompt_effect]
     repulsive = [[v + 1.0 + rng.normal(0, 0.1) for v in seeds] for seeds in independent]
-    records = summarize(
+    records = summarise(
         make_rows({"independent": independent, "repulsive": repulsive}), "independent"
     )
     rec = {(r["coupling"], r["metric"]): r for r in records}
@@ -99,11 +101,18 @@ def test_report_of_a_run_in_progress_reads_parts_and_skips_a_torn_line(tmp_path)
 def test_report_cli_errors_on_an_empty_run_and_rebuilds_with_another_reference(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     report_cli.add_arguments(parser)
-    assert report_cli.run(parser.parse_args([str(tmp_path)])) == 2
-    assert "no finished rows" in capsys.readouterr().out
+    fails_cleanly(capsys, ["report", str(tmp_path)], "no finished rows")
+    fails_cleanly(capsys, ["report", str(tmp_path), "--reference", "nope"], "--reference")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.md").write_text("my notes")
+    fails_cleanly(capsys, ["report", str(tmp_path), "--out", str(mine)], "no earlier batch")
     rows = make_rows({"independent": [[1.0], [2.0]], "repulsive": [[1.5], [2.0]]})
     part_path(tmp_path, 0).parent.mkdir(parents=True)
     part_path(tmp_path, 0).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    fails_cleanly(capsys, ["report", str(tmp_path)], "not the config.json of a batch run")
+    (tmp_path / "config.json").unlink()
     args = parser.parse_args(
         [str(tmp_path), "--reference", "repulsive", "--out", str(tmp_path / "r")]
     )
