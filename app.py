@@ -6,7 +6,9 @@
 Only the models named here are offered (plus the lab); the browser picks among them and never
 supplies a path, hub id or code. Models load on first use, from local files only, on the best
 device. Nothing leaves the machine: analytics off, no share link, fonts from the system. The work
-(generation, metrics, the run zip) is eval/compare.py; this file is the UI around it.
+(generation, metrics, the run zip) is couplednoise.eval.demo (the engine `couplednoise demo` uses
+too); this file is the UI around it. Every generating route goes through Gradio's queue (no direct
+REST route), one generation at a time per cached pipeline, with caps on uploads and bodies.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models and CLIP weights come fro
 import argparse
 import contextlib
 import inspect
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -27,22 +30,24 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from couplednoise.eval.backbones.loading import Backbones, MissingWeightsError, load_clip
-from couplednoise.eval.demo.engine import (
-    LAB_DEFAULTS,
-    LAB_SIZE_RANGE,
+from couplednoise.eval.demo.comparison import (
     TABLE_HEADERS,
     Limits,
-    Models,
     Request,
     compare,
-    model_defaults,
-    size_range,
     table,
     warm_up,
     write_run_zip,
 )
+from couplednoise.eval.demo.engine import LAB_SIZE_RANGE, Models, model_defaults, size_range
+
+MAX_UPLOAD = "16mb"  # an uploaded background image for the mask editor
+MAX_BODY_BYTES = 32 * 2**20  # any request body (a painted mask arrives as base64 in the body)
+MAX_IMAGE_PIXELS = 4096 * 4096  # PIL refuses to decode larger images (decompression bombs)
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 
 REGIONS = ("painted region", "lowpass band", "highpass band")
 # The couplings a gallery can use (every one in couplednoise.COUPLINGS but the batch wrapper
@@ -185,14 +190,14 @@ class Demo:
         with readable_errors():
             request = self.request(*values)
             progress(0.0, desc=f"loading {request.model}")
-            pipe = self.models.get(request.model, request.size)
-            result = compare(
-                pipe,
-                request,
-                limits=self.limits,
-                backbones=self.backbones,
-                progress=lambda fraction, text: progress(fraction, desc=text),
-            )
+            with self.models.lease(request.model, request.size) as pipe:
+                result = compare(
+                    pipe,
+                    request,
+                    limits=self.limits,
+                    backbones=self.backbones,
+                    progress=lambda fraction, text: progress(fraction, desc=text),
+                )
             run_id = uuid.uuid4().hex[:8]
             path = write_run_zip(result, self.runs / f"couplednoise-run-{run_id}.zip")
         return (
@@ -207,7 +212,7 @@ class Demo:
         with readable_errors():
             progress(0.0, desc=f"loading {model}")
             pipe = self.models.get(model)
-        low, high, step, default = size_range(pipe, self.limits)
+        low, high, step, default = size_range(pipe, self.limits.max_size)
         defaults = model_defaults(pipe)
         return (
             gr.update(minimum=low, maximum=high, step=step, value=default),
@@ -316,7 +321,8 @@ def input_controls(models: Models, limits: Limits) -> dict[str, Any]:
             label="Gallery size",
             elem_id="num_images",
         ),
-        "seed": gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="seed"),
+        # precision=None: a seed of 1.5 reaches Request (and is refused) instead of rounding
+        "seed": gr.Number(value=0, minimum=0, label="Seed", elem_id="seed"),
         "steps": gr.Slider(
             1,
             limits.max_steps,
@@ -325,7 +331,9 @@ def input_controls(models: Models, limits: Limits) -> dict[str, Any]:
             label="Steps",
             elem_id="steps",
         ),
-        "guidance": gr.Slider(0, 20, value=LAB_DEFAULTS["guidance"], step=0.5, label="Guidance"),
+        "guidance": gr.Slider(
+            0, 20, value=model_defaults("lab")["guidance"], step=0.5, label="Guidance"
+        ),
         "size": gr.Slider(
             *LAB_SIZE_RANGE[:2],
             value=LAB_SIZE_RANGE[3],
@@ -342,8 +350,12 @@ def build_demo(
     limits: Limits | None = None,
     backbones: Backbones | None = None,
     runs: Path | None = None,
+    max_queue: int = 8,
+    concurrency: int = 1,
 ) -> gr.Blocks:
-    """The Gradio app (not launched; see ``launch``)."""
+    """The Gradio app (not launched; see ``launch_options``). Its queue holds at most
+    ``max_queue`` requests and runs ``concurrency`` at once; ``api_open=False`` closes the direct
+    REST routes, so every generation goes through the queue and its limits."""
     limits = limits or Limits()
     runs = runs or Path(tempfile.mkdtemp(prefix="couplednoise-app-"))
     state = Demo(models, limits, backbones, runs)
@@ -388,12 +400,44 @@ def build_demo(
             [independent, coupled, metrics, download],
             api_name="generate",
         )
+    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency, api_open=False)
     return demo
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` (413 when the client declares
+    its length; a body that streams past the limit is cut off as a disconnect)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            body = f"request body over {self.max_bytes // 2**20} MB".encode()
+            await send({"type": "http.response.start", "status": 413, "headers": []})
+            return await send({"type": "http.response.body", "body": body})
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    return {"type": "http.disconnect"}
+            return message
+
+        return await self.app(scope, limited, send)
 
 
 def launch_options() -> dict[str, Any]:
     """Local-only launch settings: loopback, no share link, no server-side rendering, no fonts
     or scripts from outside (Gradio 6 takes theme and css in launch)."""
+    from starlette.middleware import Middleware
+
     return {
         "server_name": "127.0.0.1",
         "share": False,
@@ -401,6 +445,8 @@ def launch_options() -> dict[str, Any]:
         "theme": gr.themes.Default(**THEME_FONTS),
         "css": CSS,
         "show_error": True,
+        "max_file_size": MAX_UPLOAD,
+        "app_kwargs": {"middleware": [Middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)]},
     }
 
 
@@ -461,9 +507,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--clip: {error}") from error
     limits = Limits(args.max_images, args.max_steps, args.max_size)
     models = Models(args.model, device=args.device)
+    for name, reason in models.skipped.items():
+        print(f"app.py: --model {name} is not offered: {reason}", file=sys.stderr)
     warm_up(models)
-    demo = build_demo(models, limits=limits, backbones=backbones)
-    demo.queue(max_size=args.max_queue, default_concurrency_limit=args.concurrency)
+    demo = build_demo(
+        models,
+        limits=limits,
+        backbones=backbones,
+        max_queue=args.max_queue,
+        concurrency=args.concurrency,
+    )
     demo.launch(server_port=args.port, **launch_options())
     return 0
 

@@ -1,4 +1,5 @@
-"""The web demo: its functions (eval/compare.py, app.py helpers) and the running app via gradio_client."""
+"""The web demo: its engine (couplednoise.eval.demo), app.py helpers, and the running app via
+gradio_client (queue only, serialised per pipeline, size caps)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,21 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import app
 from couplednoise import COUPLINGS, Equicorrelated, Repulsive, Subspace, get_coupling
 from couplednoise.eval import Backbones, clip_score_from_features, gallery_metrics
-from couplednoise.eval.demo.engine import (
+from couplednoise.eval.demo.comparison import (
     NO_CLIP,
     Limits,
-    Models,
     Request,
     compare,
     load_request,
-    pipeline_spec,
     rerun,
-    size_range,
     write_run_zip,
 )
+from couplednoise.eval.demo.engine import Models, pipeline_spec, size_range
 from couplednoise.eval.runs.galleries import find_galleries
 from couplednoise.pipelines.generation import generate_gallery
 from couplednoise.pipelines.lab import parse_lab_spec
@@ -158,7 +158,8 @@ def test_models_offers_only_the_named_ones_and_the_lab_at_its_sizes(models):
     assert pipeline_spec("/models/sd", 64) == "/models/sd"
     with pytest.raises(ValueError, match="32 or 64"):
         pipeline_spec("lab", 48)
-    assert Models(["lab", "x", "x"]).names == ["lab", "x"]
+    twice = Models(["lab:size=64", "lab:size=64"])
+    assert twice.names == ["lab", "lab:size=64"] and twice.skipped == {}
 
 
 def test_model_settings_follow_the_chosen_model(models, tmp_path):
@@ -264,8 +265,8 @@ def test_an_offered_checkpoint_loads_lazily_and_compares_within_its_size_range(t
     assert models.names == ["lab", path] and models._cache == {}
     pipe = models.get(path)
     assert models.get(path) is pipe  # cached
-    assert size_range(pipe, Limits()) == (32, 96, 8, 64)
-    assert size_range(pipe, Limits(max_size=80)) == (32, 80, 8, 64)
+    assert size_range(pipe, Limits().max_size) == (32, 96, 8, 64)
+    assert size_range(pipe, 80) == (32, 80, 8, 64)
     fields = {"model": path, "prompt": "a cat", "seed": 0, "steps": 2, "guidance": 7.5}
     result = compare(pipe, Request(coupling="orthogonal", num_images=2, size=48, **fields))
     assert result.coupled.images.shape == (2, 3, 48, 48)
@@ -281,17 +282,24 @@ def test_an_offered_checkpoint_loads_lazily_and_compares_within_its_size_range(t
 def client(models, tmp_path_factory):
     from gradio_client import Client
 
-    demo = app.build_demo(models, runs=tmp_path_factory.mktemp("runs"))
-    demo.queue(max_size=4)
+    demo = app.build_demo(models, runs=tmp_path_factory.mktemp("runs"), max_queue=16, concurrency=3)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **app.launch_options())
     assert url.startswith("http://127.0.0.1:")
-    yield Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    client = Client(url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+    client.url = url
+    yield client
     demo.close()
 
 
-def call(client, prompt="a circle", coupling="repulsive", num_images=4, model="lab", rho=0.3):
-    values = [prompt, "", model, coupling, 1.0, rho, "", app.REGIONS[0], 1.0, 0.125, None]
-    return client.predict(*values, num_images, 5, 8, 1.0, 32, api_name="/generate")
+def values(
+    prompt="a circle", coupling="repulsive", num_images=4, model="lab", rho=0.3, seed=5, steps=8
+):
+    controls = [prompt, "", model, coupling, 1.0, rho, "", app.REGIONS[0], 1.0, 0.125, None]
+    return [*controls, num_images, seed, steps, 1.0, 32]
+
+
+def call(client, **kwargs):
+    return client.predict(*values(**kwargs), api_name="/generate")
 
 
 def test_client_generate_returns_two_galleries_a_table_and_the_run(client):
@@ -315,3 +323,66 @@ def test_client_bad_inputs_are_readable_errors(client):
     ):
         with pytest.raises(AppError, match=message):
             call(client, **kwargs)
+
+
+def test_concurrent_requests_with_mixed_step_counts_each_get_their_solo_images(client, tmp_path):
+    """The cached lab pipeline's scheduler is shared state: requests with different step counts
+    at once (concurrency 3) must each return exactly what they return alone."""
+    requests = [dict(seed=s, steps=steps) for s, steps in enumerate([2, 9, 4, 12, 3, 7])]
+    solo = {}
+    alone = Models(device="cpu")
+    for r in requests:
+        with alone.lease("lab", 32) as pipe:
+            request = Request(
+                model="lab",
+                prompt="a circle",
+                coupling="repulsive",
+                num_images=4,
+                guidance=1.0,
+                size=32,
+                **r,
+            )
+            solo[(r["seed"], r["steps"])] = compare(pipe, request).coupled.images
+    jobs = [(r, client.submit(*values(**r), api_name="/generate")) for r in requests]
+    for r, job in jobs:
+        coupled = job.result(timeout=300)[1]
+        pixels = torch.stack(
+            [
+                torch.from_numpy(np.asarray(Image.open(item["image"]).convert("RGB")))
+                for item in coupled
+            ]
+        )
+        expected = (solo[(r["seed"], r["steps"])].clamp(0, 1) * 255).round().byte()
+        expected = expected.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # shown x4
+        assert torch.equal(pixels.permute(0, 3, 1, 2), expected), r
+
+
+def test_the_direct_rest_route_is_closed_and_bodies_are_capped(client):
+    import httpx
+
+    base = client.url.rstrip("/")
+    direct = httpx.post(f"{base}/gradio_api/run/generate", json={"data": values()}, timeout=60)
+    assert direct.status_code == 404 and "queue" in direct.text
+    big = httpx.post(
+        f"{base}/gradio_api/queue/join",
+        content=b"x" * (app.MAX_BODY_BYTES + 1),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert big.status_code == 413
+
+
+def test_fractional_seeds_and_oversized_masks_are_refused(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="seed must be a whole number"):
+        client.predict(*values(seed=1.5), api_name="/generate")
+    with pytest.raises(ValueError, match="at most 4096 pixels a side"):
+        lab_request("subspace", mask=np.ones((5000, 10), np.uint8))
+
+
+def test_models_that_cannot_load_are_left_out_at_start_with_the_reason(tmp_path):
+    models = Models(["/nonexistent/model", str(tmp_path)], device="cpu")
+    assert models.names == ["lab"]
+    assert "no such local folder" in models.skipped["/nonexistent/model"]
+    assert "model_index.json" in models.skipped[str(tmp_path)]

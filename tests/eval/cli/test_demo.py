@@ -42,10 +42,14 @@ def test_demo_on_the_lab_writes_grids_table_and_a_scoreable_run(tmp_path, capsys
     assert Image.open(galleries[0].files[0]).size == (32, 32)
     grid = Image.open(out / "grid_0.png")
     assert grid.width > 3 * 96 and grid.height > 8 * 96  # 8 labelled rows of 3 upscaled images
-    assert not list(tmp_path.glob(".demo-*"))  # no staging folder left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    table = (out / "table.md").read_text()
+    assert "Paired difference to independent on the same 4 sets" in table
 
     # Rerunning into an earlier demo run replaces it.
-    assert main(["demo", "--out", str(out), "--prompts", "a circle", *SMALL[:4]]) == 0
+    assert (
+        main(["demo", "--out", str(out), "--prompts", "a circle", *SMALL[:4], "--seeds", "0"]) == 0
+    )
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 4
 
 
@@ -64,7 +68,9 @@ def test_demo_rejects_bad_requests_before_writing(tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     fails_cleanly(
-        capsys, ["demo", "--out", str(tmp_path / "mine"), *SMALL], "not an earlier demo run"
+        capsys,
+        ["demo", "--out", str(tmp_path / "mine"), *SMALL],
+        "not a couplednoise run, not a demo run",
     )
     assert not out.exists()
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
@@ -74,7 +80,9 @@ def test_demo_runs_on_a_checkpoint(tmp_path, tiny_pipeline_dir, capsys):
     model = tiny_pipeline_dir("sd15")
     out = tmp_path / "sd"
     args = ["demo", "--out", str(out), "--model", str(model), "--prompts", "a cat"]
-    assert main([*args, "--num-images", "2", "--steps", "2", "--device", "cpu"]) == 0
+    assert (
+        main([*args, "--num-images", "2", "--steps", "2", "--device", "cpu", "--seeds", "0"]) == 0
+    )
     printed = capsys.readouterr().out
     assert "| subspace |" in printed and "scenes/limit" not in printed  # no ground truth here
     rows = list(csv.DictReader((out / "metrics.csv").open()))
