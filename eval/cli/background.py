@@ -14,18 +14,23 @@ when everything is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
-import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from couplednoise.eval.cli.options import add_run_folder_arguments, add_sampling_arguments
+from couplednoise.eval.cli.options import (
+    MAX_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
+    add_run_folder_arguments,
+    add_sampling_arguments,
+    float_list,
+    int_in,
+)
 
-PROG = "couplednoise background"
+KIND = "background"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", type=Path, help="folder with images/NAME.png|jpg and masks/NAME.png"
     )
     source.add_argument(
-        "--lab-scene", type=int, help="lab only: index of the world scene used as reference"
+        "--lab-scene",
+        type=int_in(0, 10**6),
+        help="lab only: index of the world scene used as reference",
     )
     parser.add_argument(
         "--prompt",
@@ -47,28 +54,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="background prompt (repeatable; the lab accepts '')",
     )
-    parser.add_argument("-n", "--num-images", type=int, default=8, help="images per gallery")
+    parser.add_argument(
+        "-n", "--num-images", type=int_in(2, MAX_IMAGES), default=8, help="images per gallery"
+    )
     parser.add_argument(
         "--share",
-        default="0.9",
+        type=float_list(0.0, 1.0),
+        default=[0.9],
         help="share lambda in [0, 1], or a comma list for a sweep (0,0.5,0.9,1)",
     )
     parser.add_argument(
         "--dilate",
-        type=int,
+        type=int_in(0, 1024),
         default=0,
         help="grow the shared region beyond the object mask by this many pixels (default 0); "
         "metrics and paste-back still use the mask itself",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of every gallery (default 0)")
     parser.add_argument(
-        "--steps", type=int, default=50, help="sampling and inversion steps (default 50)"
+        "--seed", type=int_in(0, MAX_SEED), default=0, help="seed of every gallery (default 0)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int_in(1, MAX_STEPS),
+        default=50,
+        help="sampling and inversion steps (default 50)",
     )
     parser.add_argument(
         "--source-prompt", default="", help="prompt the inversion is conditioned on (default '')"
     )
     parser.add_argument(
-        "--sdedit", default="0.5,0.8", help="SDEdit strengths, comma list (default 0.5,0.8)"
+        "--sdedit",
+        type=float_list(0.0, 1.0),
+        default=[0.5, 0.8],
+        help="SDEdit strengths in (0, 1], comma list (default 0.5,0.8)",
     )
     parser.add_argument(
         "--no-baselines",
@@ -96,17 +114,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_run_folder_arguments(parser)
 
 
-def parse_floats(text: str, what: str) -> list[float]:
-    """ "0,0.5,1" -> [0.0, 0.5, 1.0]; ValueError naming ``what`` otherwise."""
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{what} must be a comma list of numbers, got {text!r}") from None
-    if len(set(values)) != len(values):
-        raise ValueError(f"{what} repeats a value: {text!r}")
-    return values
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Every argument error before anything is loaded."""
     from couplednoise.pipelines.loading import is_lab as names_lab
@@ -126,22 +133,13 @@ def check_args(args: argparse.Namespace) -> None:
         args.prompt = [""] if is_lab else []
     if not args.prompt or (not is_lab and any(not p.strip() for p in args.prompt)):
         raise ValueError("give at least one non-empty --prompt describing the new background")
-    if args.num_images < 2:
-        raise ValueError(f"-n/--num-images must be >= 2 (a gallery), got {args.num_images}")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.dilate < 0:
-        raise ValueError(f"--dilate must be >= 0 pixels, got {args.dilate}")
-    for share in parse_floats(args.share, "--share"):
-        if not 0.0 <= share <= 1.0:
-            raise ValueError(f"--share values must be in [0, 1], got {share}")
-    for strength in parse_floats(args.sdedit, "--sdedit"):
-        if not 0.0 < strength <= 1.0:
-            raise ValueError(f"--sdedit strengths must be in (0, 1], got {strength}")
-    if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder")
-    if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
-        raise ValueError(f"--out {args.out} is not empty; pick a new folder or pass --overwrite")
+    if 0.0 in args.sdedit:
+        raise ValueError("--sdedit strengths must be in (0, 1] (0 would return the reference)")
+    from couplednoise.eval.runs.folders import check_output_folder
+    from couplednoise.pipelines.loading import check_model
+
+    check_model(args.model)
+    check_output_folder(args.out, KIND, overwrite=args.overwrite)
 
 
 def load_backbones(args: argparse.Namespace, device) -> tuple[Any, dict[str, str]]:
@@ -191,22 +189,32 @@ def references(args: argparse.Namespace, pipe) -> list[tuple[str, Any, Any, int 
     return [(args.image.stem, args.image, args.mask, None)]
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text)
-
-
-def write_galleries(folder: Path, name: str, prompts: list[str], galleries, task, paste: bool):
-    from couplednoise.eval.runs.images import image_grid, save_image, save_png
+def write_galleries(
+    folder: Path, name: str, prompts: list[str], galleries, task, paste: bool
+) -> list[dict]:
+    """Each gallery's images (and pasted-back views), and a grid per prompt; returns the
+    galleries.json entries (so `couplednoise score` reads a background run too)."""
+    from couplednoise.eval.runs.galleries import GalleryRecord, save_gallery, slug
+    from couplednoise.eval.runs.images import image_grid, save_image
     from couplednoise.pipelines.background import paste_back
 
+    entries = []
     for gallery in galleries:
         p = prompts.index(gallery.prompt)
-        base = folder / "images" / slug(name) / slug(gallery.label) / f"p{p:03d}"
-        for k, image in enumerate(gallery.images):
-            save_png(image, base / f"{k}.png")
+        base = f"images/{slug(name)}/{slug(gallery.label)}/p{p:03d}"
+        info = {"method": gallery.method, "setting": gallery.setting, "seed": gallery.seed}
+        record = GalleryRecord(f"{name}/{gallery.label}/p{p:03d}", gallery.prompt, gallery.images)
+        entries.append(save_gallery(folder, dataclasses.replace(record, info=info, folder=base)))
         if paste:
-            for k, image in enumerate(paste_back(gallery.images, task)):
-                save_png(image, base / "pasted" / f"{k}.png")
+            pasted = GalleryRecord(
+                record.id + "/pasted", gallery.prompt, paste_back(gallery.images, task)
+            )
+            info = {**info, "view": "pasted"}
+            entries.append(
+                save_gallery(
+                    folder, dataclasses.replace(pasted, info=info, folder=f"{base}/pasted")
+                )
+            )
     for p, prompt in enumerate(prompts):
         rows = [g for g in galleries if g.prompt == prompt]
         grid = image_grid(
@@ -214,24 +222,21 @@ def write_galleries(folder: Path, name: str, prompts: list[str], galleries, task
             labels=["reference"] + [g.label for g in rows],
         )
         save_image(grid, folder / f"grid_{slug(name)}_p{p:03d}.png")
+    return entries
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate, load, invert, generate every method, score, write the run folder."""
-    try:
-        check_args(args)
-        shares = parse_floats(args.share, "--share")
-        strengths = parse_floats(args.sdedit, "--sdedit")
-    except ValueError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-
+    check_args(args)
     from couplednoise.eval.background.scoring import score_galleries, summarise, tradeoff_figure
+    from couplednoise.eval.runs.atomic import write_text
+    from couplednoise.eval.runs.folders import staged_run
+    from couplednoise.eval.runs.galleries import write_gallery_index
     from couplednoise.pipelines.background import Sampling, background_task, run_background
     from couplednoise.pipelines.loading import detect_family, load_pipeline
     from couplednoise.pipelines.provenance import versions
 
-    try:
+    with staged_run(args.out, KIND, overwrite=args.overwrite) as staging:
         pipe = load_pipeline(args.model, device=args.device, dtype=args.dtype)
         family = detect_family(pipe)
         refs = references(args, pipe)
@@ -242,43 +247,36 @@ def run(args: argparse.Namespace) -> int:
             for name, image, mask, _ in refs
         }
         backbones, skipped = load_backbones(args, pipe.device)
-    except ValueError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    sampling = Sampling(args.steps, args.guidance, args.negative_prompt)
-    out = args.out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    staging.chmod(0o755)
-    try:
-        rows = []
+        sampling = Sampling(args.steps, args.guidance, args.negative_prompt)
+        rows, entries = [], []
         for name, _, _, scene in refs:
             task = tasks[name]
             galleries = run_background(
                 pipe,
                 task,
                 args.prompt,
-                shares=shares,
+                shares=args.share,
                 num_images=args.num_images,
                 seed=args.seed,
                 sampling=sampling,
                 source_prompt=args.source_prompt,
                 baselines=not args.no_baselines,
-                sdedit_strengths=strengths,
+                sdedit_strengths=args.sdedit,
                 progress=not args.no_progress,
             )
-            write_galleries(staging, name, args.prompt, galleries, task, args.paste_back)
+            entries += write_galleries(staging, name, args.prompt, galleries, task, args.paste_back)
             lab = (pipe.world, scene) if scene is not None else None
             rows += score_galleries(
                 galleries, task, backbones, paste=args.paste_back, lab=lab, name=name
             )
+        write_gallery_index(staging, entries)
         summary = summarise(rows)
         tradeoff_figure(summary, staging / "tradeoff.png")
         if args.paste_back:
             tradeoff_figure(summary, staging / "tradeoff_pasted.png", view="pasted")
         metrics = {"summary": summary, "rows": rows, "skipped_metrics": skipped}
         config = {
-            "command": "background",
+            "command": KIND,
             "argv": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "model": args.model,
             "family": family,
@@ -289,9 +287,9 @@ def run(args: argparse.Namespace) -> int:
             "scheduler_config": dict(pipe.scheduler.config),
             "references": [name for name, *_ in refs],
             "prompts": args.prompt,
-            "shares": shares,
+            "shares": args.share,
             "shared_region_dilate_px": args.dilate,
-            "sdedit_strengths": strengths,
+            "sdedit_strengths": args.sdedit,
             "seed": args.seed,
             "seed_semantics": "every gallery uses torch.Generator('cpu').manual_seed(seed): "
             "subspace noise is drawn from it, baselines get it as their pipeline generator",
@@ -308,18 +306,8 @@ def run(args: argparse.Namespace) -> int:
             "versions": versions(),
         }
         for filename, data in (("metrics.json", metrics), ("config.json", config)):
-            (staging / filename).write_text(json.dumps(data, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    except ValueError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            write_text(staging / filename, json.dumps(data, indent=2, default=str) + "\n")
     for note in skipped.values():
-        print(f"{PROG}: note: metric skipped: {note}", file=sys.stderr)
-    print(f"wrote {len(rows)} scored galleries to {out}")
+        print(f"couplednoise background: note: metric skipped: {note}", file=sys.stderr)
+    print(f"wrote {len(rows)} scored galleries to {args.out}")
     return 0

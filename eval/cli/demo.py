@@ -33,7 +33,7 @@ from couplednoise.eval.cli.options import (
 )
 
 DEFAULT_OUT = "couplednoise-demo"
-DEFAULT_SEEDS = "0-15"
+DEFAULT_SEEDS = "0-7"
 DEFAULT_COUPLINGS = ("independent", "repulsive", "orthogonal", "subspace")
 LAB_PROMPTS = (
     "a red circle",
