@@ -115,7 +115,13 @@ def test_score_stops_early_on_bad_arguments_and_missing_weights(tmp_path, monkey
         "not a torch weights file",
     )
 
+    import huggingface_hub.constants
+
     import couplednoise.eval.backbones.loading as backbones_module
+
+    # downloads on (app.py turns them off for the session when a web-demo test imported it):
+    # the pre-flight cannot know, so the loader's own error is what the user sees
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
 
     def missing(*args, **kwargs):
         raise backbones_module.MissingWeightsError(
