@@ -141,28 +141,10 @@ def generate_gallery(
     return Gallery(prompt, coupling.spec, seed, images, metadata)
 
 
-def generate_galleries(
-    pipe: Any,
-    prompts: Sequence[str],
-    couplings: Sequence[Coupling | str],
-    *,
-    num_images: int,
-    seeds: Sequence[int],
-    progress: bool = True,
-    **settings: Any,
-) -> list[Gallery]:
-    """One gallery per (prompt, seed, coupling), in that nesting order (``iter_galleries``)."""
-    return list(
-        iter_galleries(
-            pipe,
-            prompts,
-            couplings,
-            num_images=num_images,
-            seeds=seeds,
-            progress=progress,
-            **settings,
-        )
-    )
+def generate_galleries(pipe: Any, prompts, couplings, **options: Any) -> list[Gallery]:
+    """One gallery per (prompt, seed, coupling), in that nesting order: ``iter_galleries``'s
+    arguments, collected into a list."""
+    return list(iter_galleries(pipe, prompts, couplings, **options))
 
 
 def iter_galleries(

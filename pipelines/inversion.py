@@ -265,6 +265,7 @@ def _lab_with_scheduler(pipe, scheduler):
         device=pipe.device,
         dtype=pipe.dtype,
         chunk_size=pipe.chunk_size,
+        locality=pipe.locality,
         name_or_path=pipe.name_or_path,
     )
     lab.set_progress_bar_config(disable=True)

@@ -306,6 +306,10 @@ class Backbones:
         )
 
 
+# The backbone ids a command or config names (score's options, a batch config's [metrics]).
+BACKBONE_IDS = ("clip_model", "clip_pretrained", "dino", "pickscore")
+
+
 def plan_backbones(
     metrics: Sequence[str],
     *,
@@ -332,6 +336,14 @@ def plan_backbones(
         "pickscore": pickscore if needs["pickscore"] else None,
         "lpips_trunks": dict(lpips_trunks or {}),
     }
+
+
+def plan_backbones_for(metrics: Sequence[str], ids, lpips_trunks: dict[str, str]) -> dict:
+    """``plan_backbones`` with the ``BACKBONE_IDS`` read from ``ids`` (parsed arguments or a
+    batch config's metric section: anything with those attributes)."""
+    return plan_backbones(
+        metrics, lpips_trunks=lpips_trunks, **{key: getattr(ids, key) for key in BACKBONE_IDS}
+    )
 
 
 def check_weights_available(plan: dict, *, random_weights: bool = False) -> None:

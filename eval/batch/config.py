@@ -390,17 +390,10 @@ def _metric_spec(section: dict[str, Any], models: tuple[ModelSpec, ...]) -> Metr
 
 def _check_backbone_weights(spec: MetricSpec) -> None:
     """The metric backbones' weights exist (or may still download): before any folder or model."""
-    from couplednoise.eval.backbones.loading import check_weights_available, plan_backbones
+    from couplednoise.eval.backbones.loading import check_weights_available, plan_backbones_for
 
     names = [n for n in spec.names if n != LAB_METRIC]
-    plan = plan_backbones(
-        names,
-        clip_model=spec.clip_model,
-        clip_pretrained=spec.clip_pretrained,
-        dino=spec.dino,
-        pickscore=spec.pickscore,
-        lpips_trunks=spec.lpips_trunks,
-    )
+    plan = plan_backbones_for(names, spec, spec.lpips_trunks)
     try:
         check_weights_available(plan, random_weights=spec.random_weights)
     except OSError as error:  # MissingWeightsError: say which config entry needs them

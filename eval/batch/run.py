@@ -248,28 +248,11 @@ def write_run_config(
 # ---------------------------------------------------------------- generation and scoring
 
 
-def backbone_plan(config: BatchConfig) -> dict | None:
-    """Keyword arguments for ``eval.Backbones.load`` (None when only weight-free metrics run)."""
-    spec = config.metrics
-    names = spec.names
-    plan = {
-        "lpips": tuple(n[len("lpips_") :] for n in names if n.startswith("lpips_")),
-        "clip": (spec.clip_model, None if ":" in spec.clip_model else spec.clip_pretrained)
-        if any(n in ("vendi_clip", "clip_distance", "clip_score") for n in names)
-        else None,  # hf-hub: / local-dir: models carry their own weights
-        "dino": spec.dino if any(n in ("vendi_dino", "dino_distance") for n in names) else None,
-        "pickscore": spec.pickscore if "pickscore" in names else None,
-    }
-    if not any(plan.values()):
-        return None
-    return {**plan, "lpips_trunks": spec.lpips_trunks, "random_weights": spec.random_weights}
-
-
 class Runner:
     """Generates, scores and records the items of one process (backbones loaded once)."""
 
     def __init__(self, config: BatchConfig, device, items: list[Item], rank: int):
-        from couplednoise.eval.backbones.loading import Backbones
+        from couplednoise.eval.backbones.loading import Backbones, plan_backbones_for
         from couplednoise.eval.metrics.registry import check_metric_names
         from couplednoise.pipelines.loading import DTYPES
 
@@ -278,10 +261,15 @@ class Runner:
         self.rank = rank
         self.out = config.output
         self.grid_ids = grid_items(config, items)
-        plan = backbone_plan(config)
-        dtype = DTYPES[config.metrics.dtype]
-        self.backbones = Backbones.load(**plan, device=device, dtype=dtype) if plan else Backbones()
-        self.metric_names = [n for n in config.metrics.names if n != LAB_METRIC]
+        spec = config.metrics
+        self.metric_names = [n for n in spec.names if n != LAB_METRIC]
+        plan = plan_backbones_for(self.metric_names, spec, spec.lpips_trunks)
+        self.backbones = Backbones.load(
+            **plan,
+            device=device,
+            dtype=DTYPES[spec.dtype],
+            random_weights=spec.random_weights,
+        )
         check_metric_names(self.metric_names, self.backbones, with_prompt=True)
         self.pipe = None
         self.family = None

@@ -42,21 +42,6 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def int_list(low: int, high: int) -> Callable[[str], list[int]]:
-    """An argparse type: a comma list of distinct ints in [low, high], e.g. "2,4,8,16"."""
-    one = int_in(low, high)
-
-    def parse(text: str) -> list[int]:
-        values = [one(part.strip()) for part in text.split(",") if part.strip()]
-        if not values:
-            raise argparse.ArgumentTypeError(f"{text!r} holds no number")
-        if len(set(values)) != len(values):
-            raise argparse.ArgumentTypeError(f"{text!r} repeats a value")
-        return values
-
-    return parse
-
-
 def float_in(low: float, high: float) -> Callable[[str], float]:
     """An argparse type: a finite float in [low, high] (NaN and inf are refused)."""
 
@@ -72,11 +57,10 @@ def float_in(low: float, high: float) -> Callable[[str], float]:
     return parse
 
 
-def float_list(low: float, high: float) -> Callable[[str], list[float]]:
-    """An argparse type: a comma list of distinct finite floats in [low, high], e.g. "0,0.5,1"."""
-    one = float_in(low, high)
+def comma_list(one: Callable[[str], float]) -> Callable[[str], list]:
+    """An argparse type: a comma list of distinct values, each parsed and checked by ``one``."""
 
-    def parse(text: str) -> list[float]:
+    def parse(text: str) -> list:
         values = [one(part.strip()) for part in text.split(",") if part.strip()]
         if not values:
             raise argparse.ArgumentTypeError(f"{text!r} holds no number")
@@ -85,6 +69,16 @@ def float_list(low: float, high: float) -> Callable[[str], list[float]]:
         return values
 
     return parse
+
+
+def int_list(low: int, high: int) -> Callable[[str], list[int]]:
+    """An argparse type: a comma list of distinct ints in [low, high], e.g. "2,4,8,16"."""
+    return comma_list(int_in(low, high))
+
+
+def float_list(low: float, high: float) -> Callable[[str], list[float]]:
+    """An argparse type: a comma list of distinct finite floats in [low, high], e.g. "0,0.5,1"."""
+    return comma_list(float_in(low, high))
 
 
 def parse_seeds(text: str) -> list[int]:

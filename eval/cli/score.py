@@ -182,17 +182,10 @@ def metrics_csv(rows: list[dict], metrics: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Score every gallery of ``args.run_dir``; 0 = all scored, 1 = some failed, 2 = nothing ran."""
-    from couplednoise.eval.backbones.loading import plan_backbones
+    from couplednoise.eval.backbones.loading import plan_backbones_for
 
     metrics = list(args.metrics)
-    plan = plan_backbones(
-        metrics,
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
-        dino=args.dino,
-        pickscore=args.pickscore,
-        lpips_trunks=lpips_trunks(args.lpips_trunk),
-    )
+    plan = plan_backbones_for(metrics, args, lpips_trunks(args.lpips_trunk))
     out = args.out or args.run_dir
     from couplednoise.eval.runs.galleries import find_galleries
 
