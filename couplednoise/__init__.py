@@ -13,6 +13,7 @@ from couplednoise.pipeline_call import count_prompts, generate
 from couplednoise.pipeline_latents import check_latents, latent_grid, latent_shape, latents_for
 from couplednoise.pipeline_shapes import UnsupportedPipelineError, default_size, size_multiple
 from couplednoise.projectors import check_binary_mask
+from couplednoise.samplers import initial_noise
 from couplednoise.seam import coupled
 from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
 from couplednoise.subspace import Subspace
@@ -39,6 +40,7 @@ __all__ = [
     "default_size",
     "generate",
     "get_coupling",
+    "initial_noise",
     "latent_grid",
     "latent_shape",
     "latents_for",

@@ -29,7 +29,7 @@ from couplednoise.pipeline_shapes import (
     latent_layout,
     pipeline_name,
 )
-from couplednoise.seam import GeneratorArg, check_prompt_generators, coupled, install_dispatch
+from couplednoise.seam import GeneratorArg, check_prompt_generators, coupled
 from couplednoise.spec import get_coupling
 
 PER_PROMPT_ARGUMENTS = ("num_images_per_prompt", "num_videos_per_prompt")
@@ -53,7 +53,11 @@ def count_prompts(prompt: str | Sequence[str] | None, pipe_kwargs: dict[str, Any
                 embeds = embeds[0]
             if isinstance(embeds, torch.Tensor) and embeds.dim() >= 1:
                 return int(embeds.shape[0])
-        raise ValueError("give a prompt (str or list of str), prompt_embeds= or image_embeds=")
+        raise ValueError(
+            "give a prompt (str or list of str), prompt_embeds= or image_embeds=; for a pipeline "
+            "without prompts (DDPM, DiT) couple its draw directly: `with couplednoise.coupled("
+            "pipe, coupling): pipe(batch_size=K)`"
+        )
     prompts = list(prompt)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompt must be a string or a non-empty list of strings")
@@ -194,7 +198,6 @@ def generate(
         return pipe(**kwargs)
     coupling = get_coupling(coupling)
     _refuse_calls_without_initial_draw(pipe, pipe_kwargs)
-    install_dispatch(pipe)
     layout = predicted_layout(pipe, pipe_kwargs)
     if layout is not None:
         coupling._check(k, layout.grid)  # e.g. rho >= -1/(K-1), orthogonal K <= d, mask shape

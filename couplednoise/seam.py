@@ -49,8 +49,13 @@ _ACTIVE: contextvars.ContextVar[tuple[NoiseSeam, ...]] = contextvars.ContextVar(
 )
 _INSTALL_LOCK = threading.Lock()
 _DISPATCH_MARK = "__couplednoise_dispatch__"
-# Functions whose draw is a pipeline's initial noise (diffusers' FreeNoise draws it in a helper).
-INITIAL_DRAW_FUNCTIONS = ("prepare_latents", "_prepare_latents_free_noise")
+# Functions whose first draw is a pipeline's initial noise: prepare_latents, DeepFloyd IF's
+# prepare_intermediate_images (pixel space), the helper diffusers' FreeNoise draws it in.
+INITIAL_DRAW_FUNCTIONS = (
+    "prepare_latents",
+    "prepare_intermediate_images",
+    "_prepare_latents_free_noise",
+)
 
 
 @dataclass(eq=False)
@@ -158,10 +163,28 @@ def install_dispatch(pipe: Any) -> list[Any]:
 
 
 def initial_draw_functions(pipe: Any) -> tuple[str, ...]:
-    """Names of the functions whose first draw is the initial noise of ``pipe``."""
-    if callable(getattr(type(pipe), "prepare_latents", None)):
-        return INITIAL_DRAW_FUNCTIONS
-    return ("__call__",)
+    """Names of the functions whose first draw is the initial noise of ``pipe``.
+
+    Those of INITIAL_DRAW_FUNCTIONS the pipeline has, else ``__call__`` (DDPM, LDM, DiT, the lab
+    pipeline draw there). UnsupportedPipelineError, before anything runs, when their source shows
+    no randn_tensor call (LTX's latent upsampler, windowed samplers): nothing to couple.
+    """
+    cls = type(pipe)
+    names = tuple(n for n in INITIAL_DRAW_FUNCTIONS if callable(getattr(cls, n, None)))
+    names = names or ("__call__",)
+    sources = []
+    for name in names:
+        try:
+            sources.append(inspect.getsource(getattr(cls, name)))
+        except (OSError, TypeError):  # no source to read: rely on the check after the call
+            return names
+    if not any("randn_tensor(" in source for source in sources):
+        raise UnsupportedPipelineError(
+            f"{pipeline_name(pipe)}.{names[0]} draws no noise with randn_tensor (it upsamples, "
+            "inverts, or draws elsewhere), so there is no initial draw to couple; if it takes "
+            "latents=, pass your own: couplednoise.sample_groups(coupling, num_prompts, K, shape)"
+        )
+    return names
 
 
 @contextlib.contextmanager
