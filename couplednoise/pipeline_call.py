@@ -13,7 +13,7 @@ whatever that says (AnimateDiff, CogVideoX, LDM, ...) get each prompt K times in
 
 from __future__ import annotations
 
-import inspect
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +26,7 @@ from couplednoise.pipeline_shapes import (
     LatentLayout,
     UnsupportedPipelineError,
     call_parameters,
+    function_source,
     latent_layout,
     pipeline_name,
 )
@@ -68,13 +69,17 @@ def per_prompt_argument(pipe: Any) -> str | None:
     """The argument that makes K outputs per prompt, or None where the pipeline makes one."""
     params = call_parameters(pipe)
     name = next((n for n in PER_PROMPT_ARGUMENTS if n in params), None)
-    if name is None:
+    if name is None or fixes_one_output_per_prompt(type(pipe)):
         return None
-    try:
-        source = inspect.getsource(type(pipe).__call__)
-    except (OSError, TypeError):  # no source: trust the signature (the seam checks the batch)
-        return name
-    return None if _FIXED_PER_PROMPT.search(source) else name
+    return name
+
+
+@functools.cache
+def fixes_one_output_per_prompt(cls: type) -> bool:
+    """Whether ``cls.__call__`` sets its per-prompt count to 1 (False when there is no source:
+    the signature is trusted and the seam checks the draw's batch)."""
+    source = function_source(cls, "__call__")
+    return source is not None and _FIXED_PER_PROMPT.search(source) is not None
 
 
 def _repeat_each(values: Sequence[Any], k: int) -> list[Any]:

@@ -22,8 +22,10 @@ a guessed shape.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import sys
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -119,10 +121,26 @@ def pipeline_module(pipe: Any, owner_names: set[str] | dict) -> Any:
 
 def call_parameters(pipe: Any) -> Mapping[str, inspect.Parameter]:
     """The parameters of ``pipe.__call__`` (empty when it has no inspectable signature)."""
+    return _class_call_parameters(type(pipe))
+
+
+@functools.cache
+def _class_call_parameters(cls: type) -> Mapping[str, inspect.Parameter]:
     try:
-        return inspect.signature(pipe.__call__).parameters
+        parameters = dict(inspect.signature(cls.__call__).parameters)
     except (TypeError, ValueError):
         return {}
+    parameters.pop(next(iter(parameters), None), None)  # self
+    return types.MappingProxyType(parameters)
+
+
+@functools.cache
+def function_source(cls: type, name: str) -> str | None:
+    """The source of ``cls.name`` (cached per class: reading it takes milliseconds), or None."""
+    try:
+        return inspect.getsource(getattr(cls, name))
+    except (AttributeError, OSError, TypeError):
+        return None
 
 
 def call_default(pipe: Any, name: str) -> Any:

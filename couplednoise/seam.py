@@ -38,7 +38,7 @@ import torch
 
 from couplednoise.base import Coupling, check_count
 from couplednoise.grouped import sample_groups
-from couplednoise.pipeline_shapes import UnsupportedPipelineError, pipeline_name
+from couplednoise.pipeline_shapes import UnsupportedPipelineError, function_source, pipeline_name
 from couplednoise.spec import get_coupling
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
@@ -172,12 +172,9 @@ def initial_draw_functions(pipe: Any) -> tuple[str, ...]:
     cls = type(pipe)
     names = tuple(n for n in INITIAL_DRAW_FUNCTIONS if callable(getattr(cls, n, None)))
     names = names or ("__call__",)
-    sources = []
-    for name in names:
-        try:
-            sources.append(inspect.getsource(getattr(cls, name)))
-        except (OSError, TypeError):  # no source to read: rely on the check after the call
-            return names
+    sources = [function_source(cls, name) for name in names]
+    if None in sources:  # no source to read: rely on the check after the call
+        return names
     if not any("randn_tensor(" in source for source in sources):
         raise UnsupportedPipelineError(
             f"{pipeline_name(pipe)}.{names[0]} draws no noise with randn_tensor (it upsamples, "

@@ -18,6 +18,7 @@ from tests.tiny_models import (
     TEXT_HIDDEN,
     _t5_encoder,
     _text_config,
+    _unet,
     _vae,
     tiny_flux,
     tiny_sd15,
@@ -311,6 +312,23 @@ def tiny_kandinsky22_decoder():
     return _quiet(KandinskyV22Pipeline(unet=unet, scheduler=scheduler, movq=movq))
 
 
+def tiny_ldm():
+    """LDMTextToImagePipeline: one image per prompt (no num_images_per_prompt), draws in __call__."""
+    from diffusers import DDIMScheduler, LDMTextToImagePipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(1)
+    return _quiet(
+        LDMTextToImagePipeline(
+            vqvae=_vae(4),
+            bert=CLIPTextModel(_text_config()).eval(),
+            tokenizer=tiny_tokenizer(),
+            unet=_unet(cross_attention_dim=TEXT_HIDDEN, attention_head_dim=4),
+            scheduler=DDIMScheduler(clip_sample=False, set_alpha_to_one=False, steps_offset=1),
+        )
+    )
+
+
 # --- video pipelines ----------------------------------------------------------------------------
 
 
@@ -566,6 +584,7 @@ TINY_PIPELINES = {
     "aura_flow": tiny_aura_flow,
     "hunyuan_dit": tiny_hunyuan_dit,
     "kandinsky22": tiny_kandinsky22_decoder,
+    "ldm": tiny_ldm,
     "animatediff": tiny_animatediff,
     "wan": tiny_wan,
     "ltx": tiny_ltx,

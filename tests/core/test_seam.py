@@ -223,3 +223,29 @@ def test_one_output_per_prompt_pipelines_need_prompt_strings(sd15_pipe):
         generate(pipe, None, "repulsive", 2, prompt_embeds=torch.zeros(1, 77, 32))
     with pytest.raises(ValueError, match="num_videos_per_prompt is set by generate"):
         generate(pipe, "x", "repulsive", 2, num_videos_per_prompt=2)
+
+
+def test_pipelines_without_prompts_couple_through_the_context_manager():
+    """DDPM draws its noise in __call__ (no prepare_latents): the seam takes that draw."""
+    from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
+    pipe = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=100))
+    pipe.set_progress_bar_config(disable=True)
+    with pytest.raises(ValueError, match=r"couplednoise\.coupled"):
+        generate(pipe, None, "repulsive", 4)
+    with capture_denoiser_inputs(pipe) as inputs, coupled(pipe, "repulsive") as seam:
+        pipe(batch_size=4, num_inference_steps=2, output_type="np", generator=seeded(0))
+    assert seam.drawn_in == "DDPMPipeline.__call__" and seam.shape == (4, 3, 8, 8)
+    torch.testing.assert_close(inputs[0], seam.noise, rtol=0, atol=0)
+    assert inputs[0].sum(0).abs().max() < 1e-5

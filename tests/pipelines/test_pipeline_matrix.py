@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 import couplednoise
-from couplednoise import UnsupportedPipelineError, generate, latents_for
+from couplednoise import UnsupportedPipelineError, coupled, generate, latents_for
 from couplednoise.seam import NoiseSeam
 from tests.tiny_models import capture_denoiser_inputs, tiny_sd3
 from tests.tiny_pipelines import TINY_PIPELINES, variant
@@ -163,6 +163,7 @@ CASES = [
         {"height": 64, "width": 64, **KANDINSKY_EMBEDS},
         prompts=None,
     ),
+    Case("ldm", "ldm", {}, one_per_prompt=True),
     Case(
         "animatediff",
         "animatediff",
@@ -387,9 +388,14 @@ def check_latents_for(pipe, case: Case, x) -> None:
         generator=generators(),
         **case.latents_for,
     )
-    prompt = {"prompt": case.prompts} if case.prompts is not None else {}
+    if case.prompts is None:
+        per_prompt = {case.per_prompt: K}
+    elif case.one_per_prompt:
+        per_prompt = {"prompt": [p for p in case.prompts for _ in range(K)]}
+    else:
+        per_prompt = {"prompt": case.prompts, case.per_prompt: K}
     with capture_denoiser_inputs(pipe) as inputs:
-        pipe(latents=latents, **{case.per_prompt: K}, **prompt, **call)
+        pipe(latents=latents, **per_prompt, **call)
     torch.testing.assert_close(first_input(inputs), x, rtol=0, atol=0)
 
 
@@ -419,3 +425,44 @@ def _resized(pipe):
     """PixArt's transformer with a config sample_size its binning does not know (24)."""
     transformer = type(pipe.transformer).from_config({**pipe.transformer.config, "sample_size": 24})
     return transformer.eval()
+
+
+class _Stopped(Exception):
+    """Raised at the denoiser's first call: the pipeline got as far as its initial draw."""
+
+
+def own_draw_shape(pipe, **call) -> tuple[int, ...]:
+    """The shape of the pipeline's own initial draw for ``call`` (it stops before denoising)."""
+
+    def stop(*_):
+        raise _Stopped
+
+    module = pipe.unet if getattr(pipe, "unet", None) is not None else pipe.transformer
+    handle = module.register_forward_pre_hook(stop)
+    try:
+        with pytest.raises(_Stopped), coupled(pipe, "independent") as seam:
+            pipe(**call)
+    finally:
+        handle.remove()
+    return seam.shape
+
+
+@pytest.mark.parametrize(
+    ("family", "pipeline_class", "call", "sizes"),
+    [
+        # Panorama: 512 x 2048 from its signature (a 64 x 256 grid), and a given size.
+        ("sd15", "StableDiffusionPanoramaPipeline", {"prompt": "x"}, [{}, {"height": 256}]),
+        # Kandinsky 2.2 rounds the size up to multiples of 4 with its MoVQ factor 2.
+        ("kandinsky22", None, dict(KANDINSKY_EMBEDS), [{"height": 66, "width": 98}, {}]),
+        ("ldm", None, {"prompt": "x"}, [{}, {"height": 128, "width": 64}]),
+    ],
+    ids=["panorama", "kandinsky22", "ldm"],
+)
+def test_latents_for_size_is_the_pipelines_own(pipes, family, pipeline_class, call, sizes):
+    pipe = pipes(Case(f"{family}-{pipeline_class}", family, {}, pipeline_class=pipeline_class))
+    for size in sizes:
+        expected = own_draw_shape(pipe, num_inference_steps=1, **call, **size)
+        batch = expected[0]
+        assert couplednoise.latent_shape(pipe, **size) == expected[1:], (size, expected)
+        latents = latents_for(pipe, "repulsive", num_images_per_prompt=batch, **size)
+        assert tuple(latents.shape) == expected
