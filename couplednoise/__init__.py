@@ -9,7 +9,7 @@ from couplednoise.extension import conditional_sample
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.grouped import Grouped, sample_groups
 from couplednoise.orthogonal import Orthogonal
-from couplednoise.pipeline_call import count_prompts, generate
+from couplednoise.pipeline_call import check_request, count_prompts, generate
 from couplednoise.pipeline_latents import check_latents, latent_grid, latent_shape, latents_for
 from couplednoise.pipeline_shapes import UnsupportedPipelineError, default_size, size_multiple
 from couplednoise.projectors import check_binary_mask
@@ -34,6 +34,7 @@ __all__ = [
     "UnsupportedPipelineError",
     "check_binary_mask",
     "check_latents",
+    "check_request",
     "conditional_sample",
     "count_prompts",
     "coupled",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,7 +31,13 @@ from couplednoise.pipeline_shapes import (
     latent_layout,
     pipeline_name,
 )
-from couplednoise.seam import GeneratorArg, check_prompt_generators, coupled
+from couplednoise.seam import (
+    GeneratorArg,
+    check_prompt_generators,
+    coupled,
+    initial_draw_functions,
+    install_dispatch,
+)
 from couplednoise.spec import get_coupling
 
 PER_PROMPT_ARGUMENTS = ("num_images_per_prompt", "num_videos_per_prompt")
@@ -159,6 +166,71 @@ def _refuse_calls_without_initial_draw(pipe: Any, pipe_kwargs: dict[str, Any]) -
             )
 
 
+@dataclass(frozen=True)
+class PlannedCall:
+    """A checked generate request: the pipeline's keyword arguments and how its draw is coupled."""
+
+    kwargs: dict[str, Any]
+    coupling: Coupling | None
+    num_prompts: int
+    num_per_prompt: int
+    generator: GeneratorArg
+
+
+def plan_call(
+    pipe: Any,
+    prompt: str | Sequence[str] | None,
+    coupling: Coupling | str | None,
+    num_images_per_prompt: int = 4,
+    generator: GeneratorArg = None,
+    **pipe_kwargs: Any,
+) -> PlannedCall:
+    """Everything ``generate`` checks before any network runs, and the call it will make."""
+    if "latents" in pipe_kwargs and coupling is not None:
+        raise ValueError("pass either coupling= (latents are drawn from it) or latents=, not both")
+    if "latents" not in pipe_kwargs and coupling is None:
+        raise ValueError("coupling is None: give a coupling (e.g. 'independent') or latents=")
+    num_prompts = count_prompts(prompt, pipe_kwargs)
+    k = check_count(num_images_per_prompt, "num_images_per_prompt")
+    generator = check_prompt_generators(generator, num_prompts)
+    kwargs = call_arguments(pipe, prompt, k, num_prompts, pipe_kwargs)
+    kwargs["generator"] = pipeline_generator(generator, k)
+    layout = predicted_layout(pipe, pipe_kwargs)  # ValueError for a size it cannot take
+    if coupling is None:
+        latents = check_finite(pipe_kwargs["latents"])
+        if layout is not None:
+            rules = {n: pipe_kwargs[n] for n in _SIZE_RULES if n in pipe_kwargs}
+            check_latents(
+                pipe,
+                latents,
+                num_prompts=num_prompts,
+                num_images_per_prompt=k,
+                height=pipe_kwargs.get("height"),
+                width=pipe_kwargs.get("width"),
+                **rules,
+            )
+        return PlannedCall(kwargs, None, num_prompts, k, generator)
+    coupling = get_coupling(coupling)
+    _refuse_calls_without_initial_draw(pipe, pipe_kwargs)
+    install_dispatch(pipe)  # refuses pipelines that draw without randn_tensor
+    initial_draw_functions(pipe)  # refuses pipelines whose draw functions draw nothing
+    if layout is not None:
+        coupling._check(k, layout.grid)  # e.g. rho >= -1/(K-1), orthogonal K <= d, mask shape
+    return PlannedCall(kwargs, coupling, num_prompts, k, generator)
+
+
+def check_request(
+    pipe: Any,
+    prompt: str | Sequence[str] | None,
+    coupling: Coupling | str | None,
+    num_images_per_prompt: int = 4,
+    generator: GeneratorArg = None,
+    **pipe_kwargs: Any,
+) -> None:
+    """Raise what ``generate`` would raise for this request before running anything (cheap)."""
+    plan_call(pipe, prompt, coupling, num_images_per_prompt, generator, **pipe_kwargs)
+
+
 def generate(
     pipe: Any,
     prompt: str | Sequence[str] | None,
@@ -172,39 +244,21 @@ def generate(
     ``coupling`` is a Coupling or a spec string ("repulsive", "equicorrelated:rho=0.3"). The
     pipeline's own initial draw is coupled (one group of K = num_images_per_prompt per prompt, at
     exactly the shape it asks for); for image-conditioned pipelines that is the noise added to the
-    image latents. The request is validated before any network runs: prompt count, generator
-    (one, or a list with one per prompt), and where the latent shape can be known beforehand, the
-    size and the coupling at that shape. ``generator`` also goes to the pipeline (stochastic
-    schedulers, VAE sampling), expanded to one per image if a list. Pass ``coupling=None`` with
-    your own ``latents=`` to have them checked (finite; batch and shape where they can be known).
+    image latents. The request is validated before any network runs (``check_request``): prompt
+    count, generator (one, or a list with one per prompt), whether the pipeline can be coupled,
+    and where the latent shape can be known beforehand, the size and the coupling at that shape.
+    ``generator`` also goes to the pipeline (stochastic schedulers, VAE sampling), expanded to one
+    per image if a list. Pass ``coupling=None`` with your own ``latents=`` to have them checked
+    (finite; batch and shape where they can be known).
     """
-    if "latents" in pipe_kwargs and coupling is not None:
-        raise ValueError("pass either coupling= (latents are drawn from it) or latents=, not both")
-    if "latents" not in pipe_kwargs and coupling is None:
-        raise ValueError("coupling is None: give a coupling (e.g. 'independent') or latents=")
-    num_prompts = count_prompts(prompt, pipe_kwargs)
-    k = check_count(num_images_per_prompt, "num_images_per_prompt")
-    generator = check_prompt_generators(generator, num_prompts)
-    kwargs = call_arguments(pipe, prompt, k, num_prompts, pipe_kwargs)
-    kwargs["generator"] = pipeline_generator(generator, k)
-    if coupling is None:
-        latents = check_finite(pipe_kwargs["latents"])
-        if predicted_layout(pipe, pipe_kwargs) is not None:
-            rules = {n: pipe_kwargs[n] for n in _SIZE_RULES if n in pipe_kwargs}
-            check_latents(
-                pipe,
-                latents,
-                num_prompts=num_prompts,
-                num_images_per_prompt=k,
-                height=pipe_kwargs.get("height"),
-                width=pipe_kwargs.get("width"),
-                **rules,
-            )
-        return pipe(**kwargs)
-    coupling = get_coupling(coupling)
-    _refuse_calls_without_initial_draw(pipe, pipe_kwargs)
-    layout = predicted_layout(pipe, pipe_kwargs)
-    if layout is not None:
-        coupling._check(k, layout.grid)  # e.g. rho >= -1/(K-1), orthogonal K <= d, mask shape
-    with coupled(pipe, coupling, num_prompts=num_prompts, num_per_prompt=k, generator=generator):
-        return pipe(**kwargs)
+    plan = plan_call(pipe, prompt, coupling, num_images_per_prompt, generator, **pipe_kwargs)
+    if plan.coupling is None:
+        return pipe(**plan.kwargs)
+    with coupled(
+        pipe,
+        plan.coupling,
+        num_prompts=plan.num_prompts,
+        num_per_prompt=plan.num_per_prompt,
+        generator=plan.generator,
+    ):
+        return pipe(**plan.kwargs)

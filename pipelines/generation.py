@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from couplednoise import Coupling, count_prompts, generate, get_coupling, latents_for
+from couplednoise import Coupling, check_request, count_prompts, generate, get_coupling
 from couplednoise.pipelines.provenance import pipeline_record, versions
 
 
@@ -133,14 +133,8 @@ def generate_galleries(
     seeds = [check_seed(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
-    for coupling in couplings:  # cheap draws that check size, count and coupling together
-        latents_for(
-            pipe,
-            coupling,
-            num_images_per_prompt=num_images,
-            height=settings.get("height"),
-            width=settings.get("width"),
-        )
+    for coupling in couplings:  # size, count, coupling and pipeline, checked before any run
+        check_request(pipe, prompts[0], coupling, num_images, **settings)
     if hasattr(pipe, "set_progress_bar_config"):  # ours runs over prompts; silence per-step bars
         pipe.set_progress_bar_config(disable=True)
     galleries = []

@@ -249,3 +249,19 @@ def test_pipelines_without_prompts_couple_through_the_context_manager():
     assert seam.drawn_in == "DDPMPipeline.__call__" and seam.shape == (4, 3, 8, 8)
     torch.testing.assert_close(inputs[0], seam.noise, rtol=0, atol=0)
     assert inputs[0].sum(0).abs().max() < 1e-5
+
+
+def test_check_request_raises_what_generate_would_without_running(sd15_pipe):
+    from couplednoise import check_request
+
+    with capture_denoiser_inputs(sd15_pipe) as inputs:
+        check_request(sd15_pipe, PROMPTS, "orthogonal", 3, generator=[seeded(0), seeded(1)])
+        for kwargs, error, match in [
+            ({"coupling": "equicorrelated:rho=-0.9"}, ValueError, "rho"),
+            ({"coupling": "repulsive", "width": 100}, ValueError, "multiple of 8"),
+            ({"coupling": "repulsive", "generator": "cpu"}, TypeError, "generator"),
+            ({"coupling": "repulsive", "denoising_start": 0.5}, UnsupportedPipelineError, "draws"),
+        ]:
+            with pytest.raises(error, match=match):
+                check_request(sd15_pipe, PROMPTS, num_images_per_prompt=3, **kwargs)
+    assert inputs == []
