@@ -265,3 +265,23 @@ def test_check_request_raises_what_generate_would_without_running(sd15_pipe):
             with pytest.raises(error, match=match):
                 check_request(sd15_pipe, PROMPTS, num_images_per_prompt=3, **kwargs)
     assert inputs == []
+
+
+def test_threads_started_inside_the_block_do_not_see_it_but_to_thread_does(sd15_pipe):
+    import asyncio
+
+    call = {"num_images_per_prompt": 2, "num_inference_steps": 1, "output_type": "latent"}
+    worker = threading.Thread(target=lambda: sd15_pipe("x", **call))
+    with (
+        pytest.raises(UnsupportedPipelineError, match="drew no initial noise"),
+        coupled(sd15_pipe, "repulsive"),
+    ):
+        worker.start()
+        worker.join()
+
+    async def in_a_task():
+        with coupled(sd15_pipe, "repulsive") as seam:
+            await asyncio.to_thread(lambda: sd15_pipe("x", **call))
+        return seam
+
+    assert asyncio.run(in_a_task()).shape == (2, 4, 8, 8)
