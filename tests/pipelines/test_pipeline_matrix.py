@@ -68,6 +68,7 @@ class Case:
     image_conditioned: bool = False
     inpaint: bool = False
     one_per_prompt: bool = False  # the pipeline makes one output per prompt: repeat prompts
+    image_tokens: bool = False  # the image enters as tokens after the noise (FLUX Kontext)
     per_prompt: str = "num_images_per_prompt"
     latents_for: dict[str, Any] | None = field(default_factory=dict)  # None: it must refuse
     prompts: list[str] | None = field(default_factory=lambda: list(PROMPTS))
@@ -100,6 +101,7 @@ CASES = [
         "flux-kontext",
         "flux_kontext",
         {"image": IMAGE, "_auto_resize": False, **T5},
+        image_tokens=True,
     ),
     Case(  # binning: 224 x 224 px are rendered at 256 x 256 (32 x 32 latents, not 28 x 28)
         "pixart-sigma-binning",
@@ -339,6 +341,15 @@ def test_pipeline_initial_draw_is_coupled(pipes, case):
             (c,), residual = scalar_fit(row.sort().values, [noise[i].flatten().sort().values])
             assert c > 0.1 and residual < 1e-5, (c, residual)
         assert_groups_sum_to_zero(x.flatten(1)[:, : noise[0].numel()])
+        if case.image_tokens:  # another image: the same noise tokens, other image tokens
+            x_black, noise_black, _, out_black = coupled_run(pipe, case, image=picture(None))
+            assert torch.equal(noise_black, noise)
+            n = noise[0].numel()
+            torch.testing.assert_close(x_black.flatten(1)[:, :n], x.flatten(1)[:, :n])
+            assert (x_black.flatten(1)[:, n:] - x.flatten(1)[:, n:]).abs().max() > 1e-2
+            # 4 image tokens among 1,028 in a random tiny transformer move the output a little;
+            # an ignored image would leave it bit for bit the same.
+            assert (out_black.images - out.images).abs().max() > 1e-4
     else:
         image, used = record["image"], record["noise"]
         torch.testing.assert_close(used.float().cpu(), noise.to(used.dtype).float(), rtol=0, atol=0)
