@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from couplednoise.base import Coupling, check_count
+from couplednoise.base import Coupling, GeneratorArg, check_count
 from couplednoise.pipeline_latents import check_finite, check_latents
 from couplednoise.pipeline_shapes import (
     LatentLayout,
@@ -32,7 +32,6 @@ from couplednoise.pipeline_shapes import (
     pipeline_name,
 )
 from couplednoise.seam import (
-    GeneratorArg,
     check_prompt_generators,
     coupled,
     initial_draw_functions,

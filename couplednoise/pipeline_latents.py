@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from couplednoise.base import Coupling, check_count
+from couplednoise.base import Coupling, GeneratorArg, check_count
 from couplednoise.grouped import sample_groups
 from couplednoise.pipeline_shapes import (
     default_size,
@@ -27,7 +27,7 @@ from couplednoise.pipeline_shapes import (
     pipeline_device_dtype,
     pipeline_name,
 )
-from couplednoise.seam import GeneratorArg, check_prompt_generators
+from couplednoise.seam import check_prompt_generators
 from couplednoise.spec import get_coupling
 
 

@@ -151,6 +151,11 @@ def call_default(pipe: Any, name: str) -> Any:
     return parameter.default
 
 
+def _call_value(pipe: Any, call: Mapping[str, Any], name: str) -> Any:
+    """The value ``name`` has in this call: given in ``call``, else the pipeline's default."""
+    return call[name] if call.get(name) is not None else call_default(pipe, name)
+
+
 def _config(module: Any) -> Any:
     return getattr(module, "config", None)
 
@@ -267,13 +272,14 @@ def refusal(pipe: Any, call: Mapping[str, Any]) -> str | None:
         return "it makes video, whose latent frames follow num_frames and the VAE's compression"
     if "height" not in params and ("image" in params or "video" in params):
         return "its latent size follows its input image, not a height and width"
-    if "use_resolution_binning" in params and call.get("use_resolution_binning", True):
-        binned = ASPECT_RATIO_BINS.keys() | STANDARD_SHAPE_PIPELINES
-        if not binned.intersection(names) and call_default(pipe, "use_resolution_binning"):
-            return (
-                "it bins resolutions by a rule latents_for does not know (pass "
-                "use_resolution_binning=False to latents_for and to the pipeline)"
-            )
+    binning = "use_resolution_binning" in params and _call_value(
+        pipe, call, "use_resolution_binning"
+    )
+    if binning and not (ASPECT_RATIO_BINS.keys() | STANDARD_SHAPE_PIPELINES).intersection(names):
+        return (
+            "it bins resolutions by a rule latents_for does not know (pass "
+            "use_resolution_binning=False to latents_for and to the pipeline)"
+        )
     if "max_area" in params and not MAX_AREA_PIPELINES.intersection(names):
         return "it rescales the requested size to a max_area by a rule latents_for does not know"
     return None
@@ -293,9 +299,7 @@ def _check_side(pipe: Any, name: str, value: Any, multiple: int) -> int:
 def _binned(pipe: Any, height: int, width: int, call: Mapping[str, Any]) -> tuple[int, int]:
     """The size after the pipeline's resolution binning / max_area rule (unchanged if none)."""
     names = class_names(pipe)
-    binning = call.get("use_resolution_binning")
-    if binning is None:
-        binning = call_default(pipe, "use_resolution_binning")
+    binning = _call_value(pipe, call, "use_resolution_binning")
     owner = next((n for n in names if n in ASPECT_RATIO_BINS), None)
     if binning and owner is not None:
         sample_size = getattr(_denoiser_config(pipe), "sample_size", None)
@@ -318,7 +322,7 @@ def _binned(pipe: Any, height: int, width: int, call: Mapping[str, Any]) -> tupl
     if STANDARD_SHAPE_PIPELINES.intersection(names):
         return height // 16 * 16, width // 16 * 16
     if MAX_AREA_PIPELINES.intersection(names):  # FluxKontextPipeline.__call__, step 1
-        max_area = call.get("max_area") or call_default(pipe, "max_area")
+        max_area = _call_value(pipe, call, "max_area")
         if isinstance(max_area, bool) or not isinstance(max_area, int) or max_area < 1:
             raise ValueError(f"max_area must be a positive int, got {max_area!r}")
         aspect = width / height

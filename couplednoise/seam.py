@@ -30,18 +30,16 @@ import functools
 import inspect
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from couplednoise.base import Coupling, check_count
+from couplednoise.base import Coupling, GeneratorArg, check_count
 from couplednoise.grouped import sample_groups
 from couplednoise.pipeline_shapes import UnsupportedPipelineError, function_source, pipeline_name
 from couplednoise.spec import get_coupling
-
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
 # The seams active in this context, innermost last. A ContextVar: threads start empty.
 _ACTIVE: contextvars.ContextVar[tuple[NoiseSeam, ...]] = contextvars.ContextVar(

@@ -466,14 +466,43 @@ def own_draw_shape(pipe, **call) -> tuple[int, ...]:
         # Kandinsky 2.2 rounds the size up to multiples of 4 with its MoVQ factor 2.
         ("kandinsky22", None, dict(KANDINSKY_EMBEDS), [{"height": 66, "width": 98}, {}]),
         ("ldm", None, {"prompt": "x"}, [{}, {"height": 128, "width": 64}]),
+        # FLUX Kontext: the aspect ratio of the request, scaled to max_area.
+        (
+            "flux_kontext",
+            None,
+            {"prompt": "x", "image": IMAGE, "_auto_resize": False, **T5},
+            [{"height": 64, "width": 128, "max_area": 512**2}],
+        ),
+        # Binning at other aspect ratios, and HunyuanDiT's floor to 16 px without binning.
+        (
+            "pixart_sigma",
+            None,
+            {"prompt": "x", "clean_caption": False, **T5},
+            [{"height": 200, "width": 400}],
+        ),
+        (
+            "sana",
+            None,
+            {"prompt": "x", "complex_human_instruction": None, **T5},
+            [{"height": 1000, "width": 500}],
+        ),
+        (
+            "hunyuan_dit",
+            None,
+            {"prompt": "x"},
+            [{"height": 100, "width": 200, "use_resolution_binning": False}],
+        ),
     ],
-    ids=["panorama", "kandinsky22", "ldm"],
+    ids=["panorama", "kandinsky22", "ldm", "flux-kontext", "pixart-sigma", "sana", "hunyuan-dit"],
 )
 def test_latents_for_size_is_the_pipelines_own(pipes, family, pipeline_class, call, sizes):
     pipe = pipes(Case(f"{family}-{pipeline_class}", family, {}, pipeline_class=pipeline_class))
     for size in sizes:
         expected = own_draw_shape(pipe, num_inference_steps=1, **call, **size)
         batch = expected[0]
-        assert couplednoise.latent_shape(pipe, **size) == expected[1:], (size, expected)
+        assert couplednoise.latent_grid(pipe, **size) == expected[1:], (size, expected)
         latents = latents_for(pipe, "repulsive", num_images_per_prompt=batch, **size)
+        if hasattr(pipe, "_pack_latents"):  # FLUX Kontext: the grid packed into tokens
+            c, h, w = expected[1:]
+            expected = (batch, (h // 2) * (w // 2), 4 * c)
         assert tuple(latents.shape) == expected
