@@ -3,7 +3,7 @@
 For each tiny family (SD1.5, SDXL, SD3; real latent shapes, random weights) the two variants are
 timed interleaved in one process (same warm caches, same machine load):
     own:     pipe(prompt, num_images_per_prompt=K, generator=g)             diffusers draws noise
-    coupled: couplednoise.generate(pipe, prompt, "repulsive", K, generator=g)  latents_for + checks
+    coupled: couplednoise.generate(pipe, prompt, "repulsive", K, generator=g)  checks + the seam
 and the ratio of medians is printed (target <= 1.02). A second table times latents_for alone at
 the full-size latent shapes (SD1.5 512^2, SDXL / SD3 1024^2), for comparison with a denoiser step.
 

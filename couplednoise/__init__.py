@@ -9,17 +9,12 @@ from couplednoise.extension import conditional_sample
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.grouped import Grouped, sample_groups
 from couplednoise.orthogonal import Orthogonal
-from couplednoise.pipeline_latents import (
-    check_latents,
-    count_prompts,
-    default_size,
-    generate,
-    latent_grid,
-    latent_shape,
-    latents_for,
-    size_multiple,
-)
+from couplednoise.pipeline_call import check_request, count_prompts, generate
+from couplednoise.pipeline_latents import check_latents, latent_grid, latent_shape, latents_for
+from couplednoise.pipeline_shapes import UnsupportedPipelineError, default_size, size_multiple
 from couplednoise.projectors import check_binary_mask
+from couplednoise.samplers import initial_noise
+from couplednoise.seam import coupled
 from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
 from couplednoise.subspace import Subspace
 
@@ -36,13 +31,17 @@ __all__ = [
     "Orthogonal",
     "Repulsive",
     "Subspace",
+    "UnsupportedPipelineError",
     "check_binary_mask",
     "check_latents",
+    "check_request",
     "conditional_sample",
     "count_prompts",
+    "coupled",
     "default_size",
     "generate",
     "get_coupling",
+    "initial_noise",
     "latent_grid",
     "latent_shape",
     "latents_for",

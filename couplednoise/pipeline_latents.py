@@ -1,151 +1,56 @@
-"""Coupled ``latents=`` for diffusers pipelines (SD1.5, SDXL, SD3, FLUX, any standard one).
+"""Coupled ``latents=`` for diffusers pipelines: the explicit ``pipe(latents=...)`` style.
 
-A diffusers pipeline takes ``latents`` of shape [num_prompts * num_images_per_prompt, C, H/f, W/f],
+A diffusers pipeline takes ``latents`` of shape [num_prompts * num_images_per_prompt, *shape],
 prompt-major ([A, A, B, B] for 2 prompts x 2 images), and scales them by the scheduler's
-``init_noise_sigma`` itself (SD3's flow matching uses them as they are). So we hand over
-unit-variance noise: each prompt's gallery drawn jointly with the coupling, prompts independent.
+``init_noise_sigma`` itself (flow matching uses them as they are). So we hand over unit-variance
+noise: each prompt's gallery drawn jointly with the coupling, prompts independent. The shape is
+the pipeline's own (``couplednoise.pipeline_shapes``: default size, resolution binning, max_area);
+pipelines whose shape cannot be known before they run (image-conditioned, video, ...) are refused
+with an error that points to ``generate`` / ``coupled``, which couple the pipeline's own draw.
 
-Everything is read from the pipeline object by attribute (no diffusers import):
-- channels: ``pipe.unet.config.in_channels`` or ``pipe.transformer.config.in_channels``; when the
-  pipeline has a VAE with fewer ``latent_channels`` (inpainting UNets, FLUX's packed input), those.
-- scale factor: ``pipe.vae_scale_factor``; default size: ``pipe.default_sample_size`` or the
-  denoiser's ``config.sample_size``, times the scale factor, as the pipelines compute it.
-- dtype / device: the denoiser's (the pipeline moves latents to its execution device itself).
 FLUX-style pipelines (those with ``_pack_latents``) get [B, (h/2)(w/2), 4C] tokens: coupled
 [B, C, h, w] noise packed with the pipeline's own ``_pack_latents``, a permutation of entries, so
 marginals and the coupling stay exact.
-
-Only the initial noise is coupled: ancestral / SDE schedulers add independent noise at each step.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from couplednoise.base import Coupling, check_count
+from couplednoise.base import Coupling, GeneratorArg, check_count
 from couplednoise.grouped import sample_groups
+from couplednoise.pipeline_shapes import (
+    default_size,
+    latent_layout,
+    pipeline_device_dtype,
+    pipeline_name,
+)
+from couplednoise.seam import check_prompt_generators
 from couplednoise.spec import get_coupling
-
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
-
-
-def denoiser(pipe: Any) -> torch.nn.Module:
-    """The pipeline's denoising network: ``pipe.unet`` or ``pipe.transformer``."""
-    for name in ("unet", "transformer"):
-        module = getattr(pipe, name, None)
-        if module is not None:
-            return module
-    raise TypeError(
-        f"{type(pipe).__name__} has neither .unet nor .transformer; "
-        "latents_for supports pipelines with one of them"
-    )
-
-
-def is_packed(pipe: Any) -> bool:
-    """Whether the pipeline takes FLUX-style packed latent tokens [B, (h/2)(w/2), 4C]."""
-    return callable(getattr(pipe, "_pack_latents", None))
-
-
-def latent_channels(pipe: Any) -> int:
-    """Channels of the noise the pipeline starts from (4 for SD1.5 / SDXL, 16 for SD3 / FLUX)."""
-    channels = int(denoiser(pipe).config.in_channels)
-    vae_config = getattr(getattr(pipe, "vae", None), "config", None)
-    vae_channels = getattr(vae_config, "latent_channels", None)
-    if vae_channels is not None and int(vae_channels) < channels:
-        return int(vae_channels)  # denoiser input = latents + conditioning (inpaint) or packed
-    if is_packed(pipe):
-        return channels // 4
-    return channels
-
-
-def scale_factor(pipe: Any) -> int:
-    """Pixels per latent pixel (``pipe.vae_scale_factor``; 8 for SD1.5 / SDXL / SD3)."""
-    factor = getattr(pipe, "vae_scale_factor", None)
-    if factor is None:
-        raise TypeError(f"{type(pipe).__name__} has no vae_scale_factor; cannot size its latents")
-    return int(factor)
-
-
-def default_size(pipe: Any) -> tuple[int, int]:
-    """(height, width) in pixels the pipeline uses when none is given."""
-    size = getattr(pipe, "default_sample_size", None) or denoiser(pipe).config.sample_size
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    f = scale_factor(pipe)
-    return int(h) * f, int(w) * f
-
-
-def size_multiple(pipe: Any) -> int:
-    """Height and width must be multiples of this (scale factor x patch size)."""
-    patch = 2 if is_packed(pipe) else int(getattr(denoiser(pipe).config, "patch_size", None) or 1)
-    return scale_factor(pipe) * patch
 
 
 def latent_grid(
-    pipe: Any, height: int | None = None, width: int | None = None
+    pipe: Any, height: int | None = None, width: int | None = None, **size_rules: Any
 ) -> tuple[int, int, int]:
-    """(C, H/f, W/f): the latent image the noise is drawn on, for ``height`` x ``width`` pixels."""
-    default_h, default_w = default_size(pipe)
-    height = default_h if height is None else height
-    width = default_w if width is None else width
-    multiple = size_multiple(pipe)
-    for name, value in (("height", height), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < multiple:
-            raise ValueError(f"{name} must be an int >= {multiple}, got {value!r}")
-        if value % multiple:
-            raise ValueError(
-                f"{name}={value} is not a multiple of {multiple} "
-                f"(vae_scale_factor x patch size of {type(pipe).__name__})"
-            )
-    f = scale_factor(pipe)
-    return latent_channels(pipe), height // f, width // f
+    """(C, h, w): the latent image the noise is drawn on, for a ``height`` x ``width`` request.
 
-
-def latent_shape(pipe: Any, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
-    """Per-sample shape of ``latents`` for ``pipe`` at ``height`` x ``width`` pixels.
-
-    [C, H/f, W/f] for standard pipelines, [(H/2f)(W/2f), 4C] for packed (FLUX-style) ones.
+    ``size_rules``: the pipeline arguments that change the size (``use_resolution_binning``,
+    ``max_area``; the pipeline's defaults when not given).
     """
-    c, h, w = latent_grid(pipe, height, width)
-    return ((h // 2) * (w // 2), 4 * c) if is_packed(pipe) else (c, h, w)
+    return latent_layout(pipe, height, width, **size_rules).grid
 
 
-def pipeline_device_dtype(pipe: Any) -> tuple[torch.device, torch.dtype]:
-    """Where and in which dtype the pipeline runs its denoiser."""
-    module = denoiser(pipe)
-    parameters = getattr(module, "parameters", None)
-    parameter = next(parameters(), None) if callable(parameters) else None
-    dtype = getattr(module, "dtype", None) or getattr(parameter, "dtype", None)
-    # The denoiser's device (cheap), not diffusers' _execution_device, which walks every module
-    # (4 ms on a tiny pipeline). Under CPU offload the pipeline moves latents to its execution
-    # device itself (prepare_latents: latents.to(device)).
-    device = (
-        getattr(module, "device", None)
-        or getattr(parameter, "device", None)
-        or getattr(pipe, "device", None)
-    )
-    return torch.device(device or "cpu"), dtype or torch.float32
+def latent_shape(
+    pipe: Any, height: int | None = None, width: int | None = None, **size_rules: Any
+) -> tuple[int, ...]:
+    """Per-sample shape of ``latents`` for ``pipe`` at a ``height`` x ``width`` request.
 
-
-def _check_generator(generator: GeneratorArg, num_prompts: int) -> GeneratorArg:
-    if generator is None or isinstance(generator, torch.Generator):
-        return generator
-    if isinstance(generator, (list, tuple)) and all(
-        isinstance(g, torch.Generator) for g in generator
-    ):
-        if len(generator) != num_prompts:
-            raise ValueError(
-                f"got {len(generator)} generators for {num_prompts} prompt(s): pass one "
-                "torch.Generator, or a list with one per prompt (each prompt's gallery is drawn "
-                "jointly from its own generator)"
-            )
-        return list(generator)
-    raise TypeError(
-        f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}"
-    )
+    [C, h, w] for standard pipelines, [(h/2)(w/2), 4C] for packed (FLUX-style) ones, after the
+    pipeline's own size rules (binning, max_area).
+    """
+    return latent_layout(pipe, height, width, **size_rules).shape
 
 
 def latents_for(
@@ -157,6 +62,8 @@ def latents_for(
     height: int | None = None,
     width: int | None = None,
     generator: GeneratorArg = None,
+    use_resolution_binning: bool | None = None,
+    max_area: int | None = None,
 ) -> torch.Tensor:
     """Coupled unit-variance latents [num_prompts * num_images_per_prompt, *latent_shape] for ``pipe``.
 
@@ -164,18 +71,36 @@ def latents_for(
     drawn jointly with ``coupling``; galleries of different prompts are independent. ``generator``
     is one torch.Generator (galleries drawn in order) or a list with one per prompt. Noise is drawn
     in float32 on the generator's device (CPU by default), then moved to the pipeline's device and
-    dtype: a seed gives the same latents on every machine. Pass the result as ``pipe(latents=...)``.
+    dtype: a seed gives the same latents on every machine. Pass the result as ``pipe(latents=...)``
+    together with the same height / width / use_resolution_binning / max_area (None: the
+    pipeline's defaults, which are what the shape follows).
     """
     coupling = get_coupling(coupling)
     k = check_count(num_images_per_prompt, "num_images_per_prompt")
     num_prompts = check_count(num_prompts, "num_prompts")
-    generator = _check_generator(generator, num_prompts)
-    grid = latent_grid(pipe, height, width)
+    generator = check_prompt_generators(generator, num_prompts)
+    layout = latent_layout(pipe, height, width, **_size_rules(use_resolution_binning, max_area))
     device, dtype = pipeline_device_dtype(pipe)
-    noise = sample_groups(coupling, num_prompts, k, grid, generator=generator)
-    if is_packed(pipe):  # a fixed permutation of entries: marginals and coupling stay exact
-        noise = pipe._pack_latents(noise, num_prompts * k, *grid)
+    noise = sample_groups(coupling, num_prompts, k, layout.grid, generator=generator)
+    if layout.packed:  # a fixed permutation of entries: marginals and coupling stay exact
+        noise = pipe._pack_latents(noise, num_prompts * k, *layout.grid)
     return noise.to(device=device, dtype=dtype)
+
+
+def check_finite(latents: Any, name: str = "latents") -> torch.Tensor:
+    """TypeError unless a tensor; ValueError if it holds NaN or infinite values."""
+    if not isinstance(latents, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(latents).__name__}")
+    if latents.is_floating_point() or latents.is_complex():
+        if not torch.isfinite(latents).all():
+            bad = int((~torch.isfinite(latents)).sum())
+            raise ValueError(
+                f"{name} hold {bad} NaN or infinite value(s) of {latents.numel()}: a diffusion "
+                "pipeline would return NaN images"
+            )
+    else:
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {latents.dtype}")
+    return latents
 
 
 def check_latents(
@@ -186,95 +111,34 @@ def check_latents(
     num_images_per_prompt: int,
     height: int | None = None,
     width: int | None = None,
+    use_resolution_binning: bool | None = None,
+    max_area: int | None = None,
 ) -> None:
-    """ValueError unless ``latents`` is [num_prompts * num_images_per_prompt, *latent_shape].
+    """ValueError unless ``latents`` is a finite [num_prompts * num_images_per_prompt, *shape].
 
-    diffusers does not check this itself: a wrong batch fails deep inside the denoiser.
+    diffusers does not check this itself: a wrong batch fails deep inside the denoiser, and
+    NaN latents give NaN images.
     """
-    if not isinstance(latents, torch.Tensor):
-        raise TypeError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
-    expected = (num_prompts * num_images_per_prompt, *latent_shape(pipe, height, width))
+    check_finite(latents)
+    rules = _size_rules(use_resolution_binning, max_area)
+    layout = latent_layout(pipe, height, width, **rules)
+    expected = (num_prompts * num_images_per_prompt, *layout.shape)
     if tuple(latents.shape) != expected:
+        requested = (height or default_size(pipe)[0], width or default_size(pipe)[1])
+        size = f"{requested[0]}x{requested[1]} pixels"
+        if layout.size != requested:
+            size += f" (rendered at {layout.size[0]}x{layout.size[1]})"
         raise ValueError(
-            f"latents have shape {tuple(latents.shape)} but {type(pipe).__name__} needs {expected}: "
+            f"latents have shape {tuple(latents.shape)} but {pipeline_name(pipe)} needs {expected}: "
             f"{num_prompts} prompt(s) x {num_images_per_prompt} image(s) per prompt, "
-            f"latent shape {expected[1:]} for {height or default_size(pipe)[0]}x"
-            f"{width or default_size(pipe)[1]} pixels"
+            f"latent shape {expected[1:]} for {size}"
         )
 
 
-def count_prompts(prompt: str | Sequence[str] | None, pipe_kwargs: dict[str, Any]) -> int:
-    """How many prompts a call has: 1 for a string, len for a list, else prompt_embeds' batch."""
-    if isinstance(prompt, str):
-        return 1
-    if prompt is None:
-        embeds = pipe_kwargs.get("prompt_embeds")
-        if embeds is None:
-            raise ValueError("give a prompt (str or list of str) or prompt_embeds=")
-        return int(embeds.shape[0])
-    prompts = list(prompt)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompt must be a string or a non-empty list of strings")
-    return len(prompts)
-
-
-def _pipeline_generator(generator: GeneratorArg, num_images_per_prompt: int) -> GeneratorArg:
-    """diffusers wants one generator, or one per image: repeat a per-prompt list K times."""
-    if isinstance(generator, list):
-        return [g for g in generator for _ in range(num_images_per_prompt)]
-    return generator
-
-
-def generate(
-    pipe: Any,
-    prompt: str | Sequence[str] | None,
-    coupling: Coupling | str | None,
-    num_images_per_prompt: int = 4,
-    generator: GeneratorArg = None,
-    **pipe_kwargs: Any,
-):
-    """Run ``pipe`` on ``prompt`` with coupled initial noise; returns the pipeline's output.
-
-    ``coupling`` is a Coupling or a spec string ("repulsive", "equicorrelated:rho=0.3"). The request
-    is validated before any network runs: prompt count, generator list (one per prompt), height /
-    width. Pass ``coupling=None`` with your own ``latents=`` to have their batch and shape checked
-    against prompts x images (a clear ValueError instead of a deep RuntimeError). ``generator`` also
-    goes to the pipeline (stochastic schedulers, VAE sampling), expanded to one per image if a list.
-    """
-    if "latents" in pipe_kwargs and coupling is not None:
-        raise ValueError("pass either coupling= (latents are drawn from it) or latents=, not both")
-    if "latents" not in pipe_kwargs and coupling is None:
-        raise ValueError("coupling is None: give a coupling (e.g. 'independent') or latents=")
-    if "latents" not in inspect.signature(pipe.__call__).parameters:
-        raise TypeError(
-            f"{type(pipe).__name__}.__call__ takes no latents=; cannot couple its noise"
-        )
-    num_prompts = count_prompts(prompt, pipe_kwargs)
-    k = check_count(num_images_per_prompt, "num_images_per_prompt")
-    generator = _check_generator(generator, num_prompts)
-    height, width = pipe_kwargs.get("height"), pipe_kwargs.get("width")
-    if coupling is None:
-        check_latents(
-            pipe,
-            pipe_kwargs["latents"],
-            num_prompts=num_prompts,
-            num_images_per_prompt=k,
-            height=height,
-            width=width,
-        )
-    else:
-        pipe_kwargs["latents"] = latents_for(
-            pipe,
-            coupling,
-            num_images_per_prompt=k,
-            num_prompts=num_prompts,
-            height=height,
-            width=width,
-            generator=generator,
-        )
-    return pipe(
-        prompt=prompt,
-        num_images_per_prompt=k,
-        generator=_pipeline_generator(generator, k),
-        **pipe_kwargs,
-    )
+def _size_rules(use_resolution_binning: bool | None, max_area: int | None) -> dict[str, Any]:
+    rules: dict[str, Any] = {}
+    if use_resolution_binning is not None:
+        rules["use_resolution_binning"] = use_resolution_binning
+    if max_area is not None:
+        rules["max_area"] = max_area
+    return rules

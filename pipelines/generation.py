@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from couplednoise import Coupling, count_prompts, generate, get_coupling, latents_for
+from couplednoise import Coupling, check_request, count_prompts, generate, get_coupling
 from couplednoise.pipelines.provenance import pipeline_record, versions
 
 
@@ -174,14 +174,8 @@ def iter_galleries(
         raise ValueError("give at least one seed")
     named = ("num_inference_steps", "guidance_scale", "negative_prompt", "height", "width")
     sampling_settings(**{k: settings.get(k) for k in named})
-    for coupling in couplings:  # cheap draws that check size, count and coupling together
-        latents_for(
-            pipe,
-            coupling,
-            num_images_per_prompt=num_images,
-            height=settings.get("height"),
-            width=settings.get("width"),
-        )
+    for coupling in couplings:  # size, count, coupling and pipeline, checked before any run
+        check_request(pipe, prompts[0], coupling, num_images, **settings)
     if hasattr(pipe, "set_progress_bar_config"):  # ours runs over galleries: no per-step bars
         pipe.set_progress_bar_config(disable=True)
     jobs = [(p, s, c) for p in prompts for s in seeds for c in couplings]
