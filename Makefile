@@ -13,6 +13,7 @@ $(BIN)/couplednoise: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt --no-deps k-diffusion==0.1.1.post1 dctorch==0.1.2
 	touch $@
 
 setup: $(BIN)/couplednoise
