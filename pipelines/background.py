@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from couplednoise import Subspace, check_binary_mask, default_size, latent_grid, latents_for
-from couplednoise.pipelines.images import from_pil
+from couplednoise.pipelines.images import from_pil, open_image
 from couplednoise.pipelines.inversion import derive_pipeline, invert, matching_sampler
 from couplednoise.pipelines.loading import detect_family
 
@@ -89,7 +89,7 @@ class BackgroundGallery:
 def load_image(source: ImageSource) -> torch.Tensor:
     """A reference image as float [1, 3, h, w] in [0, 1] (path, PIL, [3, h, w] / [1, 3, h, w])."""
     if isinstance(source, (str, Path)):
-        source = _open(source, "image")
+        source = open_image(source, "image")
     if isinstance(source, Image.Image):
         return from_pil(source.convert("RGB"))[None]
     image = torch.as_tensor(source).detach().float().cpu()
@@ -112,25 +112,13 @@ def load_mask(source: ImageSource) -> torch.Tensor:
     [h, w]. Anything else (soft masks, colour images) is a ValueError saying how to fix it.
     """
     if isinstance(source, (str, Path)):
-        source = _open(source, "mask")
+        source = open_image(source, "mask")
     if isinstance(source, Image.Image):
         return _mask_from_pil(source)
     try:
         return check_binary_mask(source)
     except ValueError as error:
         raise ValueError(f"mask tensor: {error}") from None
-
-
-def _open(path: str | Path, what: str) -> Image.Image:
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{what} file not found: {path}")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except OSError as error:
-        raise ValueError(f"{what} {path} is not a readable image: {error}") from None
 
 
 def _mask_from_pil(image: Image.Image) -> torch.Tensor:

@@ -23,3 +23,27 @@ def from_pil(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image -> [3, H, W] float32 in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def open_image(path, what: str = "image") -> Image.Image:
+    """A decoded image file; ValueError naming ``path`` when it is missing, unreadable or a
+    decompression bomb (over PIL's MAX_IMAGE_PIXELS, which decoding would blow up in memory)."""
+    import warnings
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{what} file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return image
+    except (
+        OSError,
+        ValueError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as error:
+        raise ValueError(f"{what} {path} is not a readable image: {error}") from None

@@ -140,16 +140,16 @@ def find_galleries(root: str | Path) -> list[GallerySource]:
 def load_gallery(source: GallerySource) -> torch.Tensor:
     """The gallery's images as float [K, 3, H, W] in [0, 1] (RGB); ValueError naming a bad file."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+
+    from couplednoise.pipelines.images import open_image
 
     if not source.files:
         raise ValueError("empty gallery: no image files")
     images = []
     for path in source.files:
         try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except (OSError, UnidentifiedImageError, ValueError) as error:
+            array = np.asarray(open_image(path).convert("RGB"), dtype=np.uint8)
+        except ValueError as error:
             raise ValueError(f"cannot read image {path}: {error}") from error
         images.append(torch.from_numpy(array.copy()).permute(2, 0, 1))
     sizes = {tuple(image.shape[1:]) for image in images}

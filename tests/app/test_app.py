@@ -348,7 +348,7 @@ def test_concurrent_requests_with_mixed_step_counts_each_get_their_solo_images(c
         coupled = job.result(timeout=300)[1]
         pixels = torch.stack(
             [
-                torch.from_numpy(np.asarray(Image.open(item["image"]).convert("RGB")))
+                torch.from_numpy(np.array(Image.open(item["image"]).convert("RGB")))
                 for item in coupled
             ]
         )

@@ -182,3 +182,12 @@ def test_backbones_load_builds_only_what_is_asked():
     assert torch.equal(
         backbones.lpips["alex"].lin0.model[-1].weight, reference.lin0.model[-1].weight
     )
+
+
+def test_a_decompression_bomb_is_a_failed_gallery_not_a_crash(tmp_path, capsys):
+    _save(tmp_path / "a" / "0.png", seed=0)
+    _save(tmp_path / "a" / "1.png", seed=1)
+    Image.new("1", (12_000, 12_000)).save(tmp_path / "a" / "2.png")  # 144 Mpixels, a few KB
+    assert main(["score", str(tmp_path), "--metrics", "l2"]) == 2  # the only gallery failed
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not a readable image" in err
