@@ -343,7 +343,7 @@ class Runner:
                 save_png(image, self.out / path)
         return files
 
-    def finish(self, item: Item, gallery, generate_s: float, file) -> None:
+    def score_and_record(self, item: Item, gallery, generate_s: float, file) -> None:
         """Score, save files and append the item's row."""
         start = time.perf_counter()
         metrics = self.score(item, gallery.images)
@@ -474,13 +474,13 @@ def _run_share(config, state, items, shares, progress, tqdm) -> None:
             for item in mine:
                 gallery, seconds = runner.generate(item)
                 if pool is None:
-                    runner.finish(item, gallery, seconds, file)
+                    runner.score_and_record(item, gallery, seconds, file)
                     bar.update()
                     continue
                 if in_flight is not None:
                     in_flight.result()
                     bar.update()
-                in_flight = pool.submit(runner.finish, item, gallery, seconds, file)
+                in_flight = pool.submit(runner.score_and_record, item, gallery, seconds, file)
             if in_flight is not None:
                 in_flight.result()
                 bar.update()

@@ -27,34 +27,31 @@ MAX_IMAGES = 1024  # images in one gallery
 MAX_SIDE = 8192  # pixels
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argparse type: an int in [low, high]."""
+def bounded(convert: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)`` (int or float) within [low, high]; NaN and inf never
+    pass, and the message names the value and the bound."""
+    kind = "a whole number" if convert is int else "a number"
 
-    def parse(text: str) -> int:
+    def parse(text: str) -> float:
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside [{low}, {high}]")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not {kind} in [{low}, {high}]")
         return value
 
     return parse
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an int in [low, high]."""
+    return bounded(int, low, high)
 
 
 def float_in(low: float, high: float) -> Callable[[str], float]:
     """An argparse type: a finite float in [low, high] (NaN and inf are refused)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number in [{low}, {high}]")
-        return value
-
-    return parse
+    return bounded(float, low, high)
 
 
 def comma_list(one: Callable[[str], float]) -> Callable[[str], list]:

@@ -20,12 +20,12 @@ REQUIRED = {
 }
 # One typed bad value per subcommand: the check that names it.
 BAD_VALUES = {
-    "demo": (["--num-images", "1"], r"--num-images: 1 is outside \[2,"),
+    "demo": (["--num-images", "1"], r"--num-images: 1 is not a whole number in \[2,"),
     "generate": (["--steps", "zero"], r"--steps: 'zero' is not a whole number"),
     "score": (["--vendi-q", "-1"], r"--vendi-q"),
-    "eval": (["--num-images", "1"], r"--num-images: 1 is outside"),
-    "report": (["--max-grids", "-1"], r"--max-grids: -1 is outside"),
-    "background": (["--share", "2"], r"--share: 2 is not a finite number in \[0.0, 1.0\]"),
+    "eval": (["--num-images", "1"], r"--num-images: 1 is not a whole number in"),
+    "report": (["--max-grids", "-1"], r"--max-grids: -1 is not a whole number in"),
+    "background": (["--share", "2"], r"--share: 2 is not a number in \[0.0, 1.0\]"),
 }
 
 
