@@ -120,9 +120,15 @@ def test_dataset_without_masks_is_a_clear_error(tmp_path):
             ["--lab-scene", "3", "--model", "lab", "--share", "1.5"],
             r"--share: 1.5 is not .* \[0.0, 1.0\]",
         ),
-        (["--lab-scene", "3", "--model", "lab", "-n", "1"], r"-n/--num-images: 1 is not a whole number in \[2,"),
+        (
+            ["--lab-scene", "3", "--model", "lab", "-n", "1"],
+            r"-n/--num-images: 1 is not a whole number in \[2,",
+        ),
         (["--dataset", "d", "--lab-scene", "1", "--model", "lab"], "exactly one reference"),
-        (["--lab-scene", "3", "--model", "lab", "--dilate", "-2"], r"--dilate: -2 is not a whole number in"),
+        (
+            ["--lab-scene", "3", "--model", "lab", "--dilate", "-2"],
+            r"--dilate: -2 is not a whole number in",
+        ),
         (
             ["--lab-scene", "3", "--model", "lab", "--sdedit", "0,0.5"],
             r"--sdedit strengths must be in \(0, 1\]",
