@@ -79,11 +79,6 @@ def cads_gamma(t: float, tau1: float, tau2: float) -> float:
     return (tau2 - t) / (tau2 - tau1)
 
 
-def step_time(scheduler: Any, timestep: float | torch.Tensor) -> float:
-    """Diffusion time t in [0, 1] of a scheduler timestep: timestep / num_train_timesteps."""
-    return float(timestep) / float(scheduler.config.num_train_timesteps)
-
-
 def noise_condition(
     y: torch.Tensor, gamma: float, noise: torch.Tensor | None, settings: CADSSettings
 ) -> torch.Tensor:
@@ -166,7 +161,6 @@ class CADSCallback:
         self.generator = generator
         self.scheduler_config = scheduler.config
         self.first_timestep = float(first_timestep)
-        self.gammas: list[float] = []  # gamma of every step so far, for the record
 
     @property
     def tensor_inputs(self) -> list[str]:
@@ -176,7 +170,6 @@ class CADSCallback:
         """The conditional branch's condition (by callback name) for the step at ``timestep``."""
         t = float(timestep) / float(self.scheduler_config.num_train_timesteps)
         gamma = cads_gamma(t, self.settings.tau1, self.settings.tau2)
-        self.gammas.append(gamma)
         out = {}
         for name, y in self.clean.items():
             noise = None
