@@ -10,6 +10,10 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.lab",
         "coverage and alignment of every coupling vs independent on the closed-form lab",
     ),
+    "baselines": (
+        "couplednoise.eval.studies.baselines",
+        "coupled noise vs CNO and CADS on the lab, and coupled noise as their initialisation",
+    ),
     "background-lab": (
         "couplednoise.eval.studies.background_lab",
         "the fixed-object task on the lab against ground truth (shares x dilations)",

@@ -1,11 +1,13 @@
 """The exact denoiser: the posterior mean E[x0 | x_t] under a (smoothed) empirical distribution.
 
-Data: x0 ~ (1/N) sum_n N(mu_n, s^2 I) (scenes mu_n in model space [-1, 1], smoothing s >= 0;
-s = 0 is the plain empirical distribution). Noising: x_t = alpha x0 + sigma eps. Then, with
-v = alpha^2 s^2 + sigma^2,
+Data: x0 ~ sum_n w_n N(mu_n, s^2 I) (scenes mu_n in model space [-1, 1], weights w_n, uniform
+unless a prior is given; smoothing s >= 0, s = 0 is the plain empirical distribution). Noising:
+x_t = alpha x0 + sigma eps. Then, with v = alpha^2 s^2 + sigma^2,
 
-    p(n | x_t)  proportional to  exp(-||x_t - alpha mu_n||^2 / (2 v))
+    p(n | x_t)  proportional to  w_n exp(-||x_t - alpha mu_n||^2 / (2 v))
     E[x0 | x_t] = (1 - c alpha) sum_n p(n | x_t) mu_n + c x_t,     c = alpha s^2 / v.
+
+Everything is differentiable in x_t (autograd), so a noise optimiser can back-propagate through it.
 
 Computed for a batch at once, streaming over chunks of scenes with a running log-sum-exp, so the
 memory is O(B (D + chunk)) and the cost O(B N D): linear in the number of scenes. Written here
@@ -32,17 +34,24 @@ def posterior_mean(
     *,
     smoothing: float = 0.0,
     scene_norms: torch.Tensor | None = None,
+    log_prior: torch.Tensor | None = None,
     chunk_size: int = 1024,
 ) -> torch.Tensor:
     """E[x0 | x_t = x] for x [B, D] under the scenes [N, D] (same dtype); returns [B, D].
 
-    ``scene_norms`` [N] = ||mu_n||^2 may be passed precomputed. Log-weights drop the per-row
-    constant ||x||^2, which the softmax cancels.
+    ``scene_norms`` [N] = ||mu_n||^2 may be passed precomputed. ``log_prior`` [B, N]: per-row log
+    weights log w_n of the scenes (-inf excludes a scene; need not be normalised); None is the
+    uniform prior. Log-weights drop the per-row constant ||x||^2, which the softmax cancels.
     """
     if scenes.shape[0] == 0:
         raise ValueError("posterior_mean needs at least one scene")
     if x.shape[-1] != scenes.shape[-1]:
         raise ValueError(f"x has {x.shape[-1]} features per row, scenes have {scenes.shape[-1]}")
+    if log_prior is not None and tuple(log_prior.shape) != (x.shape[0], scenes.shape[0]):
+        raise ValueError(
+            f"log_prior must be [{x.shape[0]}, {scenes.shape[0]}] (rows x scenes), "
+            f"got {list(log_prior.shape)}"
+        )
     if scene_norms is None:
         scene_norms = scenes.pow(2).sum(1)
     variance = max(alpha**2 * smoothing**2 + sigma**2, MIN_VARIANCE)
@@ -53,7 +62,11 @@ def posterior_mean(
         mu = scenes[start : start + chunk_size]
         logits = alpha * (x @ mu.T) - 0.5 * alpha**2 * scene_norms[start : start + chunk_size]
         logits = logits / variance  # [B, n]
+        if log_prior is not None:
+            logits = logits + log_prior[:, start : start + chunk_size]
         new_max = torch.maximum(running_max, logits.amax(1, keepdim=True))
+        if log_prior is not None:  # a chunk whose scenes a row excludes: keep exp() finite
+            new_max = new_max.clamp_min(torch.finfo(x.dtype).min)
         rescale = torch.exp(running_max - new_max)
         weights = torch.exp(logits - new_max)
         weighted = weighted * rescale + weights @ mu

@@ -2,14 +2,20 @@
 
 Same call shape as the Stable Diffusion pipelines (``prompt``, ``num_images_per_prompt``,
 ``latents``, ``num_inference_steps``, ``guidance_scale``, ``negative_prompt``, ``generator``,
-``output_type``), and the attributes ``couplednoise.latents_for`` reads: latents are
-[B, 3, size, size] (``unet.config.in_channels`` = 3, ``vae_scale_factor`` = 1). Any of the
-schedulers in ``SCHEDULERS`` (or one built from their configs) can be set as ``pipe.scheduler``:
+``output_type``, ``callback_on_step_end``), and the attributes ``couplednoise.latents_for`` reads:
+latents are [B, 3, size, size] (``unet.config.in_channels`` = 3, ``vae_scale_factor`` = 1). Any of
+the schedulers in ``SCHEDULERS`` (or one built from their configs) can be set as ``pipe.scheduler``:
 the denoiser reads the noise level of each timestep from the scheduler itself.
+
+The lab has no text embedding: its condition is a prior over the world's scenes, uniform on the
+scenes matching the prompt. ``prompt_weights`` [B, N] replaces it per image by any weights over all
+N scenes (the closed-form analogue of editing ``prompt_embeds``), and a step callback may return new
+``prompt_weights`` for the next step, as diffusers' callbacks return new ``prompt_embeds``.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -25,6 +31,7 @@ from diffusers import (
 )
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
+from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
 from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
@@ -101,6 +108,7 @@ class LabPipeline:
     """
 
     vae_scale_factor = 1
+    _callback_tensor_inputs = ("latents", "prompt_weights")  # as diffusers pipelines name them
 
     def __init__(
         self,
@@ -130,6 +138,7 @@ class LabPipeline:
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
         self._progress_bar_config: dict[str, Any] = {}
         self._banks: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._posterior_hooks: OrderedDict[int, Any] = OrderedDict()  # weak-referenceable
 
     @property
     def device(self) -> torch.device:
@@ -154,6 +163,22 @@ class LabPipeline:
         """Indices [M] of the world's scenes matching ``prompt`` (ValueError for unknown words)."""
         return self.world.matching(parse_prompt(prompt))
 
+    def prompt_weights_for(self, prompt: str) -> torch.Tensor:
+        """The prompt's own condition as weights [N] over the world's scenes (uniform on its
+        matching scenes, 0 elsewhere; float32 on the pipeline's device)."""
+        weights = torch.zeros(len(self.world), dtype=torch.float32, device=self.device)
+        index = self.scenes_for(prompt).to(self.device)
+        weights[index] = 1.0 / len(index)
+        return weights
+
+    def register_posterior_hook(self, hook) -> RemovableHandle:
+        """Call ``hook(posterior)`` on every posterior mean [b, D] the denoiser computes (one per
+        branch: conditional, and unconditional when guided). Returns a handle with ``.remove()``,
+        as torch's module hooks do; used to count denoiser evaluations."""
+        handle = RemovableHandle(self._posterior_hooks)
+        self._posterior_hooks[handle.id] = hook
+        return handle
+
     def _bank(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(scenes [M, D] in model space on device, their squared norms [M]) for ``prompt``."""
         key = tuple(sorted(parse_prompt(prompt).items()))
@@ -171,11 +196,15 @@ class LabPipeline:
         prompts: Sequence[str],
         negative_prompts: Sequence[str],
         guidance_scale: float,
+        prompt_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Guided E[x0 | x_t] for x [B, 3, H, W], B a multiple of len(prompts), prompt-major.
 
         guidance_scale g mixes u + g (c - u) of the prompt's (c) and the negative prompt's
         posterior means (u; the whole world for ""); g = 1 is the exact prompt posterior.
+        ``prompt_weights`` [B, N] (rows >= 0, positive sums): row b's conditional posterior is
+        taken under these weights over all the world's scenes instead of the prompt's scenes.
+        Differentiable in x.
         """
         rows = x.shape[0] // len(prompts)
         flat = x.flatten(1).to(self.dtype)
@@ -183,16 +212,42 @@ class LabPipeline:
         groups: dict[tuple[str, str], list[int]] = {}
         for g, pair in enumerate(zip(prompts, negative_prompts)):
             groups.setdefault(pair, []).extend(range(g * rows, (g + 1) * rows))
+        weighted = None
+        if prompt_weights is not None:  # one batched call over the whole world for every row
+            log_prior = prompt_weights.to(self.device, self.dtype).log()
+            weighted = self._posterior(flat, alpha, sigma, "", log_prior=log_prior)
         for (prompt, negative), index in groups.items():  # one batched call per distinct prompt
             part = flat[index]
-            cond = self._posterior(part, alpha, sigma, prompt)
+            cond = (
+                self._posterior(part, alpha, sigma, prompt) if weighted is None else weighted[index]
+            )
             if guidance_scale != 1.0:
                 uncond = self._posterior(part, alpha, sigma, negative)
                 cond = uncond + guidance_scale * (cond - uncond)
             out[index] = cond
         return out.reshape(x.shape).to(x.dtype)
 
-    def _posterior(self, x: torch.Tensor, alpha: float, sigma: float, prompt: str) -> torch.Tensor:
+    def _posterior(
+        self,
+        x: torch.Tensor,
+        alpha: float,
+        sigma: float,
+        prompt: str,
+        log_prior: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        mean = self._posterior_mean(x, alpha, sigma, prompt, log_prior)
+        for hook in list(self._posterior_hooks.values()):
+            hook(mean)
+        return mean
+
+    def _posterior_mean(
+        self,
+        x: torch.Tensor,
+        alpha: float,
+        sigma: float,
+        prompt: str,
+        log_prior: torch.Tensor | None,
+    ) -> torch.Tensor:
         scenes, norms = self._bank(prompt)
         if self.locality:
             shape = (-1, *self.world.images.shape[1:])
@@ -213,6 +268,7 @@ class LabPipeline:
             sigma,
             smoothing=self.smoothing,
             scene_norms=norms,
+            log_prior=log_prior,
             chunk_size=self.chunk_size,
         )
 
@@ -230,8 +286,18 @@ class LabPipeline:
         height: int | None = None,
         width: int | None = None,
         return_dict: bool = True,
+        prompt_weights: torch.Tensor | None = None,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
     ):
-        """Sample images for ``prompt``; returns LabPipelineOutput (``.images``), or a tuple."""
+        """Sample images for ``prompt``; returns LabPipelineOutput (``.images``), or a tuple.
+
+        ``prompt_weights`` [B, N]: the condition of each image as weights over the world's N
+        scenes (see ``predict_x0``); None is each prompt's own scene set. After step i,
+        ``callback_on_step_end(pipe, i, t, {name: value for the names in
+        callback_on_step_end_tensor_inputs})`` may return new "latents" and "prompt_weights"
+        (None restores the prompts' own condition), as diffusers' step callbacks do.
+        """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = self._check_call(
             prompts,
@@ -243,6 +309,8 @@ class LabPipeline:
             width,
         )
         batch = len(prompts) * num_images_per_prompt
+        self._check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        prompt_weights = self._check_prompt_weights(prompt_weights, batch)
         shape = (batch, 3, self.world.size, self.world.size)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self.device, dtype=self.dtype)
@@ -256,12 +324,25 @@ class LabPipeline:
         latents = latents * getattr(self.scheduler, "init_noise_sigma", 1.0)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         step_generator = generator if isinstance(generator, torch.Generator) else None
-        for t in tqdm(self.scheduler.timesteps, **self._progress_bar_config):
+        timesteps = self.scheduler.timesteps
+        for i, t in enumerate(tqdm(timesteps, **self._progress_bar_config)):
             x = self._scale_model_input(latents, t)
             alpha, sigma, parameterisation = noise_level(self.scheduler, float(t))
-            x0 = self.predict_x0(x, alpha, sigma, prompts, negatives, guidance_scale)
+            x0 = self.predict_x0(
+                x, alpha, sigma, prompts, negatives, guidance_scale, prompt_weights=prompt_weights
+            )
             output = model_output(x0, x, alpha, sigma, parameterisation)
             latents = self.scheduler.step(output, t, latents, generator=step_generator).prev_sample
+            if callback_on_step_end is not None:
+                state = {"latents": latents, "prompt_weights": prompt_weights}
+                outputs = callback_on_step_end(
+                    self, i, t, {k: state[k] for k in callback_on_step_end_tensor_inputs}
+                )
+                latents = outputs.pop("latents", latents)
+                if "prompt_weights" in outputs:
+                    prompt_weights = self._check_prompt_weights(
+                        outputs.pop("prompt_weights"), batch
+                    )
         images = (
             latents
             if output_type == "latent"
@@ -273,6 +354,51 @@ class LabPipeline:
         # Flow-matching schedulers have no scale_model_input: their input is x_t as is.
         scale = getattr(self.scheduler, "scale_model_input", None)
         return latents if scale is None else scale(latents, t)
+
+    def check_request(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        num_inference_steps: int = 20,
+    ) -> tuple[list[str], list[str]]:
+        """Validate a request as ``__call__`` does, before any work: (prompts, negative prompts)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = self._check_call(
+            prompts, negative_prompt, num_images_per_prompt, num_inference_steps, "pt", None, None
+        )
+        return prompts, negatives
+
+    def _check_callback(self, callback, tensor_inputs) -> None:
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback_on_step_end must be callable, got {type(callback).__name__}")
+        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not among "
+                f"{self._callback_tensor_inputs}"
+            )
+
+    def _check_prompt_weights(self, weights, batch: int) -> torch.Tensor | None:
+        """None, or the weights [batch, N] as float on the pipeline's device, rows normalised."""
+        if weights is None:
+            return None
+        if self.locality:
+            raise ValueError(
+                "prompt_weights need the exact denoiser (locality=0); the local denoiser has "
+                "one posterior per pixel window, not one prior over scenes"
+            )
+        shape = (batch, len(self.world))
+        if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != shape:
+            got = list(weights.shape) if isinstance(weights, torch.Tensor) else type(weights)
+            raise ValueError(
+                f"prompt_weights must be a tensor {list(shape)} (images x scenes), got {got}"
+            )
+        weights = weights.to(self.device, self.dtype)
+        total = weights.sum(1, keepdim=True)
+        if not torch.isfinite(weights).all() or (weights < 0).any() or (total <= 0).any():
+            raise ValueError("prompt_weights must be finite and >= 0 with a positive sum per row")
+        return weights / total
 
     def _check_call(
         self, prompts, negative_prompt, num_images, steps, output_type, height, width
