@@ -15,7 +15,7 @@ from couplednoise.pipeline_shapes import UnsupportedPipelineError, default_size,
 from couplednoise.projectors import check_binary_mask
 from couplednoise.samplers import initial_noise
 from couplednoise.seam import coupled
-from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
+from couplednoise.spec import COUPLINGS, get_coupling, parse_spec, split_spec
 from couplednoise.subspace import Subspace
 
 __version__ = "0.1.0"
@@ -48,4 +48,5 @@ __all__ = [
     "parse_spec",
     "sample_groups",
     "size_multiple",
+    "split_spec",
 ]

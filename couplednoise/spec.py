@@ -51,14 +51,13 @@ def _parse_value(text: str) -> Any:
         return text.strip()
 
 
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """ "name:key=value,key=value" -> (canonical name, params). Unknown name: ValueError."""
+def split_spec(spec: str, what: str = "coupling") -> tuple[str, dict[str, Any]]:
+    """ "name:key=value,key=value" -> (lower-case name, params), the grammar of every spec string
+    (couplings, gallery methods); ValueError for a malformed or repeated parameter. A last
+    ``coupling=`` parameter takes the rest of the string (a wrapped coupling's own spec)."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"coupling spec must be a non-empty string, got {spec!r}")
+        raise ValueError(f"{what} spec must be a non-empty string, got {spec!r}")
     name, _, rest = spec.strip().partition(":")
-    name = ALIASES.get(name.strip().lower(), name.strip().lower())
-    if name not in COUPLINGS:
-        raise ValueError(f"unknown coupling {name!r}; valid: {', '.join(COUPLINGS)}")
     params: dict[str, Any] = {}
     while rest.strip():
         item, _, rest = rest.partition(",")
@@ -67,13 +66,22 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if not eq or not key:
             if not item.strip():
                 continue
-            raise ValueError(f"coupling parameter {item.strip()!r} in {spec!r} is not key=value")
+            raise ValueError(f"{what} parameter {item.strip()!r} in {spec!r} is not key=value")
         if key in params:
-            raise ValueError(f"coupling parameter {key!r} is given twice in {spec!r}")
+            raise ValueError(f"{what} parameter {key!r} is given twice in {spec!r}")
         if key == NESTED:  # the wrapped coupling's own spec: everything after "coupling="
             params[key] = ",".join(filter(None, (value, rest))).strip()
             break
         params[key] = _parse_value(value)
+    return name.strip().lower(), params
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """ "name:key=value,key=value" -> (canonical name, params). Unknown name: ValueError."""
+    name, params = split_spec(spec)
+    name = ALIASES.get(name, name)
+    if name not in COUPLINGS:
+        raise ValueError(f"unknown coupling {name!r}; valid: {', '.join(COUPLINGS)}")
     return name, params
 
 

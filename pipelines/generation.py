@@ -21,7 +21,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from couplednoise import Coupling, check_request, count_prompts, generate, get_coupling
+from couplednoise import (
+    Coupling,
+    check_request,
+    count_prompts,
+    generate,
+    get_coupling,
+    latents_for,
+)
 from couplednoise.pipelines.provenance import pipeline_record, versions
 
 
@@ -34,6 +41,7 @@ class Gallery:
     seed: int
     images: torch.Tensor  # [K, 3, H, W] float in [0, 1], CPU
     metadata: dict[str, Any] = field(default_factory=dict)
+    method: str = "plain"  # the gallery method's spec (couplednoise.pipelines.baselines)
 
 
 def call_defaults(pipe: Any) -> dict[str, Any]:
@@ -100,27 +108,42 @@ def generate_gallery(
     negative_prompt: str | None = None,
     height: int | None = None,
     width: int | None = None,
+    method: Any = "plain",
     **pipe_kwargs: Any,
 ) -> Gallery:
-    """``num_images`` images of ``prompt`` whose initial noises come jointly from ``coupling``."""
+    """``num_images`` images of ``prompt`` whose initial noises come jointly from ``coupling``.
+
+    ``method`` (a spec or a GalleryMethod, couplednoise.pipelines.baselines): "plain" samples the
+    pipeline from the coupled noise; "cno:..." optimises that noise first (contrastive noise
+    optimisation); "cads:..." anneals noise on the condition while sampling. Recorded in the
+    metadata with all its settings.
+    """
+    from couplednoise.pipelines.baselines.settings import PlainSampling, get_gallery_method
+
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     coupling = get_coupling(coupling)
+    method = get_gallery_method(method)
     seed = check_seed(seed)
     settings = sampling_settings(
         num_inference_steps, guidance_scale, negative_prompt, height, width
     )
     generator = torch.Generator("cpu").manual_seed(seed)
-    output = generate(
-        pipe,
-        prompt,
-        coupling,
-        num_images_per_prompt=num_images,
-        generator=generator,
-        output_type="pt",
-        **settings,
-        **pipe_kwargs,
-    )
+    call = {"num_images_per_prompt": num_images, "generator": generator, "output_type": "pt"}
+    if isinstance(method, PlainSampling):
+        output = generate(pipe, prompt, coupling, **call, **settings, **pipe_kwargs)
+    else:  # the method takes the coupled noise as given latents: latents_for draws it
+        from couplednoise.pipelines.baselines.gallery import sample_gallery
+
+        latents = latents_for(
+            pipe,
+            coupling,
+            num_images_per_prompt=num_images,
+            height=height,
+            width=width,
+            generator=generator,
+        )
+        output = sample_gallery(pipe, prompt, latents, method, **call, **settings, **pipe_kwargs)
     images = output.images.detach().float().cpu()
     effective = {**call_defaults(pipe), **settings}
     metadata = {
@@ -134,11 +157,12 @@ def generate_gallery(
         "seed": seed,
         "noise_generator": "torch.Generator('cpu').manual_seed(seed)",
         "coupling": coupling.spec,
+        "method": method.record(),
         "num_images": num_images,
         "extra_pipeline_kwargs": sorted(pipe_kwargs),
         "versions": versions(),
     }
-    return Gallery(prompt, coupling.spec, seed, images, metadata)
+    return Gallery(prompt, coupling.spec, seed, images, metadata, method.spec)
 
 
 def generate_galleries(pipe: Any, prompts, couplings, **options: Any) -> list[Gallery]:
@@ -154,11 +178,13 @@ def iter_galleries(
     *,
     num_images: int,
     seeds: Sequence[int],
+    methods: Sequence[Any] = ("plain",),
     progress: bool = True,
     **settings: Any,
 ) -> Iterator[Gallery]:
-    """Yield one gallery per (prompt, seed, coupling), in that nesting order, with a progress
-    bar over galleries; a caller can write each one as it comes (memory stays one gallery).
+    """Yield one gallery per (prompt, seed, coupling, method), in that nesting order, with a
+    progress bar over galleries; a caller can write each one as it comes (memory stays one
+    gallery). ``methods``: gallery method specs (``generate_gallery``), plain sampling by default.
 
     ``settings`` are generate_gallery's keywords (num_inference_steps, guidance_scale,
     negative_prompt, height, width, other pipeline arguments). Everything is validated before
@@ -172,14 +198,21 @@ def iter_galleries(
     seeds = [check_seed(s) for s in seeds]
     if not seeds:
         raise ValueError("give at least one seed")
+    from couplednoise.pipelines.baselines.settings import get_gallery_method
+
+    methods = [get_gallery_method(m) for m in methods]
+    if not methods:
+        raise ValueError("give at least one gallery method (plain: the pipeline as is)")
     named = ("num_inference_steps", "guidance_scale", "negative_prompt", "height", "width")
     sampling_settings(**{k: settings.get(k) for k in named})
     for coupling in couplings:  # size, count, coupling and pipeline, checked before any run
         check_request(pipe, prompts[0], coupling, num_images, **settings)
     if hasattr(pipe, "set_progress_bar_config"):  # ours runs over galleries: no per-step bars
         pipe.set_progress_bar_config(disable=True)
-    jobs = [(p, s, c) for p in prompts for s in seeds for c in couplings]
-    for prompt, seed, coupling in tqdm(
+    jobs = [(p, s, c, m) for p in prompts for s in seeds for c in couplings for m in methods]
+    for prompt, seed, coupling, method in tqdm(
         jobs, desc="galleries", unit="gallery", disable=not progress
     ):
-        yield generate_gallery(pipe, prompt, coupling, num_images=num_images, seed=seed, **settings)
+        yield generate_gallery(
+            pipe, prompt, coupling, num_images=num_images, seed=seed, method=method, **settings
+        )

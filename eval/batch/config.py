@@ -68,7 +68,12 @@ SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "output": {"dir": (_STR, None), "save_images": (_BOOL, False), "grids": (_INT, 4)},
     "run": {"overlap": (_BOOL, _OPT), "report": (_BOOL, True)},
 }
-TOP_LEVEL = {"models": ("list", None), "couplings": ("list", None), "reference": (_STR, _OPT)}
+TOP_LEVEL = {
+    "models": ("list", None),
+    "couplings": ("list", None),
+    "methods": ("list", ["plain"]),
+    "reference": (_STR, _OPT),
+}
 MODEL_KEYS = {"path": (_STR, None), "name": (_STR, _OPT), **_GENERATION_KEYS}
 
 
@@ -116,6 +121,7 @@ class BatchConfig:
 
     models: tuple[ModelSpec, ...]
     couplings: tuple[str, ...]  # canonical specs (Coupling.spec)
+    methods: tuple[str, ...]  # gallery method specs (plain, cno:..., cads:...), every setting
     reference: str | None  # coupling the paired differences are taken against
     prompt_source: dict[str, Any]  # source, format, column, n, seed (for tracing)
     prompts: tuple[tuple[int, str], ...]  # (index in the source, prompt)
@@ -140,6 +146,8 @@ class BatchConfig:
             "models": [asdict(m) for m in self.models],
             "prompts": [list(p) for p in self.prompts],
             "couplings": list(self.couplings),
+            # only when a run uses more than plain sampling: older runs keep their fingerprint
+            **({"methods": list(self.methods)} if self.methods != ("plain",) else {}),
             "generation": {
                 "num_images": self.num_images,
                 "seeds_per_prompt": self.seeds_per_prompt,
@@ -341,6 +349,25 @@ def _check_couplings_fit(models: tuple[ModelSpec, ...], couplings, num_images: i
                 ) from error
 
 
+def _methods(entries: list) -> tuple[str, ...]:
+    """Gallery method specs with every setting (plain, cno, cads: couplednoise.pipelines.baselines)."""
+    from couplednoise.pipelines.baselines.settings import get_gallery_method
+
+    if not entries:
+        raise ValueError("methods must list at least one gallery method, e.g. 'plain'")
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise TypeError(f"methods[{i}] must be a spec string, got {entry!r}")
+        try:
+            specs.append(get_gallery_method(entry).spec)
+        except ValueError as error:
+            raise ValueError(f"methods[{i}] = {entry!r}: {error}") from error
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"methods repeat a method: {specs}")
+    return tuple(specs)
+
+
 def _couplings(entries: list) -> tuple[str, ...]:
     from couplednoise import get_coupling
 
@@ -429,6 +456,7 @@ def validate_config(data: dict[str, Any]) -> BatchConfig:
     _check_dtype("generation.dtype", gen["dtype"])
     models = _models(top["models"], gen)
     couplings = _couplings(top["couplings"])
+    methods = _methods(top["methods"])
     _check_couplings_fit(models, couplings, gen["num_images"])
     reference = top["reference"]
     if reference is None:
@@ -448,17 +476,18 @@ def validate_config(data: dict[str, Any]) -> BatchConfig:
     )
     prompts = tuple(sample_prompts(all_prompts, prompts_section["n"], prompts_section["seed"]))
     _check_lab_prompts(models, prompts)
-    items = len(models) * len(prompts) * gen["seeds_per_prompt"] * len(couplings)
+    items = len(models) * len(prompts) * gen["seeds_per_prompt"] * len(couplings) * len(methods)
     if items > MAX_ITEMS:
         raise ValueError(
             f"the config asks for {items:,} galleries (models x prompts x seeds_per_prompt x "
-            f"couplings); at most {MAX_ITEMS:,} per run: split it into several runs"
+            f"couplings x methods); at most {MAX_ITEMS:,} per run: split it into several runs"
         )
     if gen["seed"] + len(all_prompts) * gen["seeds_per_prompt"] > MAX_SEED:
         raise ValueError("generation.seed is too large: gallery seeds would pass 2**63 - 1")
     return BatchConfig(
         models=models,
         couplings=couplings,
+        methods=methods,
         reference=reference,
         prompt_source=source,
         prompts=prompts,

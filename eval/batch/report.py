@@ -53,16 +53,22 @@ def _per_prompt(values: dict[tuple[int, int], float]) -> list[float]:
     return [sum(v) / len(v) for v in by_prompt.values()]
 
 
+def arm(row: dict) -> str:
+    """What a row's gallery is compared as: its coupling, plus its method when not plain."""
+    method = row.get("method", "plain")
+    return row["coupling"] if method == "plain" else f"{row['coupling']} + {method}"
+
+
 def summarise(rows: list[dict], reference: str | None) -> list[dict]:
     """One record per (model, coupling, metric): mean and CI, and the paired difference to
     ``reference`` with its CI (None for the reference itself or without one)."""
     table: dict[tuple[str, str, str], dict[tuple[int, int], float]] = defaultdict(dict)
     couplings: dict[str, list[str]] = defaultdict(list)
     for row in rows:
-        if row["coupling"] not in couplings[row["model"]]:
-            couplings[row["model"]].append(row["coupling"])
+        if arm(row) not in couplings[row["model"]]:
+            couplings[row["model"]].append(arm(row))
         for name, value in row["metrics"].items():
-            table[row["model"], row["coupling"], name][row["prompt_index"], row["seed"]] = value
+            table[row["model"], arm(row), name][row["prompt_index"], row["seed"]] = value
     records = []
     for model, model_couplings in couplings.items():
         for coupling in model_couplings:
@@ -271,7 +277,7 @@ def gallery_figures(run_dir: Path, rows: list[dict], out: Path, max_grids: int) 
         images = [enlarge(from_pil(Image.open(run_dir / r["files"]["grid"])), 128) for r in members]
         width = max(i.shape[-1] for i in images)
         rows_ = [_pad_width(i, width)[None] for i in images]
-        labels = [r["coupling"] for r in members]
+        labels = [arm(r) for r in members]
         labels[0] += f"  |  {members[0]['prompt'][:70]}  (seed {seed})"
         path = out / f"gallery_{slug(model)}_p{prompt_index:05d}_s{seed}.png"
         save_image(image_grid(rows_, labels=labels), path)

@@ -45,10 +45,18 @@ class Item:
     prompt: str
     seed: int
     coupling: str
+    method: str = "plain"
 
     @property
     def id(self) -> str:
-        return f"{self.model.name}|p{self.prompt_index}|s{self.seed}|{self.coupling}"
+        """model|prompt|seed|coupling (|method when not plain: older runs keep their ids)."""
+        suffix = "" if self.method == "plain" else f"|{self.method}"
+        return f"{self.model.name}|p{self.prompt_index}|s{self.seed}|{self.coupling}{suffix}"
+
+    @property
+    def arm(self) -> str:
+        """What a report compares: the coupling, and the gallery method when it is not plain."""
+        return self.coupling if self.method == "plain" else f"{self.coupling} + {self.method}"
 
     @property
     def folder(self) -> Path:
@@ -57,13 +65,16 @@ class Item:
 
 
 def build_items(config: BatchConfig) -> list[Item]:
-    """All items, model-major, then prompt, seed, coupling (a group of couplings is paired)."""
+    """All items, model-major, then prompt, seed, coupling, method (one seed: paired arms)."""
     items = []
     for model in config.models:
         for prompt_index, prompt in config.prompts:
             for seed in config.seeds_for(prompt_index):
                 for coupling in config.couplings:
-                    items.append(Item(len(items), model, prompt_index, prompt, seed, coupling))
+                    for method in config.methods:
+                        items.append(
+                            Item(len(items), model, prompt_index, prompt, seed, coupling, method)
+                        )
     return items
 
 
@@ -300,6 +311,7 @@ class Runner:
             item.coupling,
             num_images=self.config.num_images,
             seed=item.seed,
+            method=item.method,
             **{k: v for k, v in options.items() if v is not None},
         )
         return gallery, time.perf_counter() - start
@@ -332,7 +344,7 @@ class Runner:
         from couplednoise.eval.runs.images import image_grid, save_image, save_png
 
         files: dict[str, Any] = {}
-        name = slug(item.coupling)
+        name = slug(item.arm)
         if item.id in self.grid_ids:
             files["grid"] = str(Path("grids") / item.folder / f"{name}.png")
             save_image(image_grid([images]), self.out / files["grid"])
@@ -364,6 +376,7 @@ class Runner:
             "prompt": item.prompt,
             "seed": item.seed,
             "coupling": item.coupling,
+            **({"method": item.method} if item.method != "plain" else {}),
             "num_images": int(gallery.images.shape[0]),
             "settings": {
                 "steps": model.steps,

@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default repulsive)",
     )
     parser.add_argument(
+        "--method",
+        action="append",
+        default=[],
+        help="gallery method (repeatable; default plain): plain, cno[:iterations=3,...] "
+        "(contrastive noise optimisation of the coupled noise) or cads[:noise_scale=0.25,...] "
+        "(condition-annealed sampling)",
+    )
+    parser.add_argument(
         "-n", "--num-images", type=int_in(1, MAX_IMAGES), default=4, help="images per gallery"
     )
     parser.add_argument(
@@ -105,10 +113,21 @@ def coupling_specs(args: argparse.Namespace) -> list[str]:
     return specs
 
 
-def gallery_id(prompt_index: int, seed: int, spec: str) -> str:
+def method_specs(args: argparse.Namespace) -> list[str]:
+    """The gallery methods as full specs (every setting), plain by default."""
+    from couplednoise.pipelines.baselines.settings import get_gallery_method
+
+    specs = [get_gallery_method(m).spec for m in (args.method or ["plain"])]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"gallery methods repeat: {specs}")
+    return specs
+
+
+def gallery_id(prompt_index: int, seed: int, spec: str, method: str = "plain") -> str:
     from couplednoise.eval.runs.galleries import slug
 
-    return f"p{prompt_index:03d}_s{seed}_{slug(spec)}"
+    suffix = "" if method == "plain" else f"_{slug(method)}"
+    return f"p{prompt_index:03d}_s{seed}_{slug(spec)}{suffix}"
 
 
 def check_couplings(specs: list[str], num_images: int, shape: tuple[int, ...] | None) -> None:
@@ -126,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = read_prompts(args)
     specs = coupling_specs(args)
+    methods = method_specs(args)
     local = True if args.local_files_only else None
     check_model(args.model, local_files_only=local)
     check_couplings(
@@ -148,12 +168,12 @@ def run(args: argparse.Namespace) -> int:
         pipe = load_pipeline(
             args.model, device=args.device, dtype=args.dtype, local_files_only=local
         )
-        count = write_run(folder, pipe, prompts, specs, args, settings)
+        count = write_run(folder, pipe, prompts, specs, methods, args, settings)
     print(f"wrote {count} galleries to {args.out}")
     return 0
 
 
-def write_run(folder: Path, pipe, prompts, specs, args, settings) -> int:
+def write_run(folder: Path, pipe, prompts, specs, methods, args, settings) -> int:
     """Generate and write every gallery, its grids, galleries.json and config.json."""
     from couplednoise.eval.runs.atomic import write_text
     from couplednoise.eval.runs.galleries import GalleryRecord, save_gallery, write_gallery_index
@@ -168,12 +188,15 @@ def write_run(folder: Path, pipe, prompts, specs, args, settings) -> int:
         specs,
         num_images=args.num_images,
         seeds=args.seeds,
+        methods=methods,
         progress=not args.no_progress,
         **settings,
     ):
         index = prompts.index(gallery.prompt)
-        gid = gallery_id(index, gallery.seed, gallery.coupling)
+        gid = gallery_id(index, gallery.seed, gallery.coupling, gallery.method)
         info = {"coupling": gallery.coupling, "seed": gallery.seed, "metadata": gallery.metadata}
+        if gallery.method != "plain":
+            info["method"] = gallery.method
         entries.append(
             save_gallery(folder, GalleryRecord(gid, gallery.prompt, gallery.images, info))
         )
@@ -181,9 +204,12 @@ def write_run(folder: Path, pipe, prompts, specs, args, settings) -> int:
             shown.append((f"{gid}: {gallery.prompt[:40]}", gallery.images))
         if args.compare:
             compare_rows.setdefault((index, gallery.seed), []).append(gallery)
-            if len(compare_rows[(index, gallery.seed)]) == len(specs):
+            if len(compare_rows[(index, gallery.seed)]) == len(specs) * len(methods):
                 rows = compare_rows.pop((index, gallery.seed))
-                grid = image_grid([g.images for g in rows], labels=[g.coupling for g in rows])
+                labels = [
+                    g.coupling + ("" if g.method == "plain" else f" + {g.method}") for g in rows
+                ]
+                grid = image_grid([g.images for g in rows], labels=labels)
                 save_image(grid, folder / f"grid_compare_p{index:03d}_s{gallery.seed}.png")
     labels, rows = zip(*shown)
     save_image(image_grid(list(rows), labels=list(labels)), folder / "grid.png")
@@ -195,6 +221,7 @@ def write_run(folder: Path, pipe, prompts, specs, args, settings) -> int:
         **{k: v for k, v in pipeline_record(pipe).items() if k != "model"},
         "prompts": prompts,
         "couplings": specs,
+        "methods": methods,
         "seeds": args.seeds,
         "num_images": args.num_images,
         "settings": settings,

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from couplednoise.spec import _parse_value  # the coupling specs' value grammar, shared
+from couplednoise import split_spec  # the coupling specs' grammar, shared
 
 
 @dataclass(frozen=True)
@@ -157,18 +157,8 @@ def get_gallery_method(spec: str | GalleryMethod) -> GalleryMethod:
     """A method from a spec ("plain", "cno", "cads:noise_scale=0.1") or passed through."""
     if isinstance(spec, GalleryMethod):
         return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"gallery method spec must be a non-empty string, got {spec!r}")
-    name, _, rest = spec.strip().partition(":")
-    params: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise ValueError(f"gallery method setting {item!r} in {spec!r} is not key=value")
-        if key.strip() in params:
-            raise ValueError(f"setting {key.strip()!r} is given twice in {spec!r}")
-        params[key.strip()] = _parse_value(value)
-    return _build(name.strip().lower(), params, repr(spec))
+    name, params = split_spec(spec, "gallery method")
+    return _build(name, params, repr(spec))
 
 
 def method_from_record(record: dict[str, Any]) -> GalleryMethod:

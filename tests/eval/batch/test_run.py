@@ -285,3 +285,28 @@ def test_tiny_sd15_run_with_alignment_metric(tmp_path, tiny_pipeline_dir, tiny_o
     summary = (out / "report" / "summary.md").read_text()
     assert "## tiny-sd15" in summary and "Paired difference to independent" in summary
     assert (out / "report" / "tradeoff_tiny-sd15.png").is_file()
+
+
+def test_gallery_methods_are_arms_of_the_run_paired_with_plain_sampling(tmp_path):
+    from couplednoise.eval.batch.report import build_report
+
+    out = tmp_path / "run"
+    data = lab_data(out, methods=["plain", "cads:noise_scale=0.5"])
+    data["couplings"] = ["independent", "repulsive"]
+    data["prompts"]["n"] = 2
+    config = validate_config(data)
+    assert len(build_items(config)) == 2 * 2 * 2
+    run_batch(config, progress=False)
+    rows = merged_rows(out)
+    methods = [r.get("method", "plain") for r in rows]
+    assert methods.count("plain") == 4 and all(
+        m.startswith("cads:") for m in methods if m != "plain"
+    )
+    cads = [r for r in rows if "method" in r]
+    assert all(r["gallery"]["method"]["name"] == "cads" for r in cads)
+    assert all(r["id"].endswith("|" + r["method"]) for r in cads)
+    summary = (build_report(out) / "summary.md").read_text()
+    assert "independent + cads:" in summary and "repulsive + cads:" in summary
+    # plain-only configs keep their fingerprint: methods enter the sections only when used
+    plain = validate_config(lab_data(tmp_path / "other"))
+    assert "methods" not in plain.fingerprint_sections()

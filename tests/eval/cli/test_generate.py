@@ -156,3 +156,24 @@ def test_console_entry_point_in_a_subprocess(tmp_path):
     entries = json.loads((out / "galleries.json").read_text())
     assert len(entries) == 1 and len(entries[0]["files"]) == 2
     assert all((out / f).is_file() for f in entries[0]["files"])
+
+
+def test_gallery_methods_run_beside_the_coupling_and_are_recorded(tmp_path):
+    out = tmp_path / "run"
+    argv = ["generate", "--model", "lab", "--prompt", "a circle", "-n", "3", "--steps", "3"]
+    argv += ["--method", "plain", "--method", "cno:iterations=1", "--method", "cads"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    entries = json.loads((out / "galleries.json").read_text())
+    assert [e.get("method", "plain").split(":")[0] for e in entries] == ["plain", "cno", "cads"]
+    assert entries[1]["metadata"]["method"]["settings"]["iterations"] == 1
+    config = json.loads((out / "config.json").read_text())
+    assert config["methods"][0] == "plain" and config["methods"][1].startswith("cno:iterations=1")
+    plain = torch.stack([from_pil(Image.open(out / f)) for f in entries[0]["files"]])
+    cno = torch.stack([from_pil(Image.open(out / f)) for f in entries[1]["files"]])
+    assert not torch.equal(plain, cno)  # the optimised noise gives other images
+
+
+def test_a_bad_gallery_method_is_refused_before_loading(tmp_path, capsys):
+    argv = ["generate", "--model", "lab", "--prompt", "a circle", "--out", str(tmp_path / "r")]
+    fails_cleanly(capsys, [*argv, "--method", "cno:lr=-1"], "lr must be > 0")
+    fails_cleanly(capsys, [*argv, "--method", "bogus"], "unknown gallery method")
