@@ -31,6 +31,8 @@ from couplednoise.eval.cli.options import (
 )
 from couplednoise.eval.runs.atomic import save_figure, write_text
 from couplednoise.eval.runs.stats import t_interval
+from couplednoise.eval.runs.tables import format_pm
+from couplednoise.eval.runs.tables import markdown_table as md_table
 from couplednoise.eval.studies.common import study_args
 from couplednoise.pipelines.lab.world import ATTRIBUTES
 
@@ -120,19 +122,18 @@ def summarise(per_scene: list[dict], args: argparse.Namespace) -> list[dict]:
 
 
 def markdown_table(records: list[dict], args: argparse.Namespace) -> str:
-    lines = [
+    caption = (
         f"Lab fixed-object study: {args.references} reference scenes, K = {args.num_images}, "
         f"{args.steps} DDIM steps, prompt {args.prompt!r}, seeds {args.seed}.."
-        f"{args.seed + args.references - 1}; "
-        "mean [95% CI] over references.",
-        "",
-        "| dilation (px) | share | object kept | kept on a new background | distinct backgrounds |",
-        "|---|---|---|---|---|",
+        f"{args.seed + args.references - 1}; mean [95% CI] over references."
+    )
+    headers = ["dilation (px)", "share", "object kept", "kept on a new background"]
+    headers.append("distinct backgrounds")
+    rows = [
+        [r["dilation"], f"{r['share']:g}", *(format_pm(r[m], r[f"{m}_ci"], 2) for m in METRICS)]
+        for r in records
     ]
-    for r in records:
-        cells = [f"{r[m]:.2f} ± {r[f'{m}_ci']:.2f}" for m in METRICS]
-        lines.append(f"| {r['dilation']} | {r['share']:g} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return caption + "\n\n" + md_table(headers, rows)
 
 
 def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:

@@ -23,6 +23,8 @@ from tqdm.auto import tqdm
 from couplednoise.eval.cli.options import MAX_IMAGES, MAX_STEPS, int_in, int_list, seed_list
 from couplednoise.eval.runs.atomic import save_figure, write_text
 from couplednoise.eval.runs.stats import t_interval
+from couplednoise.eval.runs.tables import format_pm
+from couplednoise.eval.runs.tables import markdown_table as md_table
 from couplednoise.eval.studies.common import study_args
 
 DEFAULT_PROMPTS = (
@@ -109,30 +111,38 @@ def summarise(results: dict, couplings: list[str], sizes: list[int]) -> list[dic
 
 def markdown_table(records: list[dict], args: argparse.Namespace) -> str:
     """The table for docs/lab.md: coverage beside the limit (1.0) and the independent expectation."""
-    lines = [
-        f"Lab study: {len(args.seeds)} seeds x {len(args.prompts)} prompts per cell "
-        f"({args.model}, {args.steps} steps); mean [95% CI]; limit = 1.000.",
-        "",
-        "| K | coupling | attribute coverage | vs independent | scene coverage | vs independent"
-        " | alignment |",
-        "|---|---|---|---|---|---|---|",
-    ]
     by_key = {(r["coupling"], r["K"], r["metric"]): r for r in records}
+    rows = []
     for k in args.sizes:
         for coupling in args.couplings:
             cells = []
             for metric in METRICS:
                 r = by_key[(coupling, k, metric)]
-                cells.append(f"{r['mean']:.3f} ± {r['ci']:.3f}")
+                cells.append(format_pm(r["mean"], r["ci"]))
                 if metric != "alignment":
-                    cells.append(f"{r['diff']:+.3f} ± {r['diff_ci']:.3f}" if "diff" in r else "-")
-            lines.append(f"| {k} | {coupling} | " + " | ".join(cells) + " |")
+                    diff = format_pm(r["diff"], r["diff_ci"], signed=True) if "diff" in r else "-"
+                    cells.append(diff)
+            rows.append([k, coupling, *cells])
         attr = by_key[(args.couplings[0], k, "attr_cov")]["expected_independent"]
         scene = by_key[(args.couplings[0], k, "scene_cov")]["expected_independent"]
-        lines.append(
-            f"| {k} | *expected, independent exact draws* | {attr:.3f} | | {scene:.3f} | | 1.000 |"
+        rows.append(
+            [
+                k,
+                "*expected, independent exact draws*",
+                f"{attr:.3f}",
+                "",
+                f"{scene:.3f}",
+                "",
+                "1.000",
+            ]
         )
-    return "\n".join(lines)
+    headers = ["K", "coupling", "attribute coverage", "vs independent", "scene coverage"]
+    headers += ["vs independent", "alignment"]
+    caption = (
+        f"Lab study: {len(args.seeds)} seeds x {len(args.prompts)} prompts per cell "
+        f"({args.model}, {args.steps} steps); mean [95% CI]; limit = 1.000."
+    )
+    return caption + "\n\n" + md_table(headers, rows)
 
 
 def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
