@@ -137,6 +137,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="compute cells only (tables written by a later run)",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="compute nothing: tables of every finished cell in --work",
+    )
 
 
 def grid(args: argparse.Namespace) -> list[Cell]:
@@ -190,6 +195,11 @@ class CellStore:
 
     def path(self, cell: Cell) -> Path:
         return self.folder / f"{cell.key}.json"
+
+    def cells(self) -> list[Cell]:
+        """Every cell with a results file in the folder."""
+        files = sorted(p for p in self.folder.glob("*.json") if p.name != "study.json")
+        return [Cell(**json.loads(p.read_text())["cell"]) for p in files]
 
     def load(self, cell: Cell) -> dict[int, dict]:
         path = self.path(cell)
@@ -307,18 +317,31 @@ def run(args: argparse.Namespace) -> int:
             print(f"{cell.key}: {done}/{len(seeds)} galleries")
         print(f"{len(cells)} cells, {left} network evaluations left")
         return 0
-    if left:
+    if left and not args.report_only:
         compute(args, cells, seeds, store, left, tqdm)
     if args.no_report:
         return 0
     from couplednoise.eval.studies import terrain_report
 
-    results = {cell: store.load(cell) for cell in cells}
     if args.reference:
+        results = {cell: store.load(cell) for cell in cells}
         print(terrain_report.write_reference(results, seeds, args))
-    else:
-        print(terrain_report.write_report(results, cells, seeds, args))
+        return 0
+    finished = sorted(
+        (c for c in store.cells() if set(seeds) <= set(store.load(c))), key=report_order
+    )
+    if not finished:
+        raise ValueError(f"--work {args.work} holds no cell with all {len(seeds)} seeds yet")
+    results = {cell: store.load(cell) for cell in finished}
+    print(terrain_report.write_report(results, finished, seeds, args))
     return 0
+
+
+def report_order(cell: Cell) -> tuple:
+    """Tables list steps, difficulty, K, then independent first and the arms in default order."""
+    known = list(DEFAULT_COUPLINGS)
+    rank = known.index(cell.coupling) if cell.coupling in known else len(known)
+    return (cell.steps, cell.difficulty, cell.k, cell.renoise is not None, rank, cell.coupling)
 
 
 def compute(args, cells, seeds, store: CellStore, left: int, tqdm) -> None:

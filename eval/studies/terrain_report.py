@@ -42,7 +42,8 @@ def summarise(results: dict[Cell, dict[int, dict]], cells: list[Cell], seeds: li
     for cell in cells:
         rows = [results[cell][s] for s in seeds]
         base_cell = baseline(cell)
-        base = [results[base_cell][s] for s in seeds] if base_cell != cell else None
+        has_base = base_cell != cell and base_cell in results
+        base = [results[base_cell][s] for s in seeds] if has_base else None
         for metric in METRICS:
             values = torch.tensor([r[metric] for r in rows], dtype=torch.float64)
             mean, half = t_interval(values)

@@ -90,6 +90,22 @@ def test_a_finished_grid_resumes_without_work_and_a_lost_cell_is_redone(finished
     assert lost.read_text() == before and kept.stat().st_mtime_ns == stamp
 
 
+def test_report_only_tables_every_finished_cell_and_needs_one(finished, tmp_path, capsys):
+    argv, work, out = finished
+    extra = Cell(50.0, 1, "orthogonal", 2)  # a finished cell outside the requested grid
+    store = CellStore(work, terrain.provenance(parsed(TINY)))
+    store.save(extra, store.load(Cell(50.0, 1, "antithetic", 2)))
+    try:
+        assert main([*argv, "--report-only", "--couplings", "independent"]) == 0
+        table = (out / "terrain_study.md").read_text()
+        assert "| 2 | orthogonal |" in table and "| 2 | antithetic |" in table
+    finally:
+        store.path(extra).unlink()
+    empty = [*argv[: argv.index("--work")], "--work", str(tmp_path / "w"), "--report-only"]
+    assert main(empty) == 2
+    assert "holds no cell with all 2 seeds yet" in capsys.readouterr().err
+
+
 def test_a_work_folder_of_another_setup_is_refused(finished, capsys):
     argv, _, _ = finished
     other = [*argv[: argv.index("--out")], "--model", "terrain:floor=20", "--plan"]
