@@ -72,8 +72,14 @@ def main() -> None:
     for name, schedule in (("Karras rho=7", KarrasSchedule()), ("log-even to 40", pipe.scheduler)):
         pipe.scheduler = schedule
         for steps in (2, 3, 4):
-            out = pipe("50.5", num_images_per_prompt=IMAGES, latents=z, num_inference_steps=steps,
-                       generator=torch.Generator().manual_seed(steps), output_type="latent").images  # fmt: skip
+            out = pipe(
+                "50.5",
+                num_images_per_prompt=IMAGES,
+                latents=z,
+                num_inference_steps=steps,
+                generator=torch.Generator().manual_seed(steps),
+                output_type="latent",
+            ).images
             levels = ", ".join(f"{s:.3g}" for s in schedule.sigmas(steps))
             print(f"| {name}, {steps} steps | {levels} | {interval(roughness(out) / base)} |")
 

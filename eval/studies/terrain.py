@@ -2,7 +2,7 @@
 
     couplednoise study terrain --reference          # the quick check, printed beside it
     couplednoise study terrain --plan               # the cells and network evaluations, no work
-    couplednoise study terrain                      # the grid; writes docs/terrain_study.{md,json,png}
+    couplednoise study terrain                      # the grid, then docs/terrain_study.*
 
 A cell is (difficulty, steps, coupling, K[, coupled re-noise]): one gallery of K heightfields per
 seed of ``--seeds`` (gallery s drawn from seed s for every coupling, so arms are paired on seeds),
@@ -263,9 +263,12 @@ def run_chunk(pipe, embedder, cell: Cell, seeds: list[int]) -> dict[int, dict]:
 
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
     latents = latents_for(
-        pipe, cell.coupling, num_images_per_prompt=cell.k, num_prompts=len(seeds),
+        pipe,
+        cell.coupling,
+        num_images_per_prompt=cell.k,
+        num_prompts=len(seeds),
         generator=generators,
-    )  # fmt: skip
+    )
     images = pipe(
         [cell.prompt] * len(seeds),
         num_images_per_prompt=cell.k,

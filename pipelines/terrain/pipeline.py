@@ -1,7 +1,7 @@
 """TerrainPipeline: difficulty-conditioned 128 x 128 heightfields from a trained consistency model.
 
     pipe = load_terrain_pipeline("terrain")
-    images = pipe("difficulty 50", num_images_per_prompt=4, output_type="pt").images  # [4, 3, 128, 128]
+    images = pipe("difficulty 50", num_images_per_prompt=4, output_type="pt").images
     gallery = generate_gallery(pipe, "difficulty 50", "repulsive", num_images=4, seed=0)
 
 The call shape of the diffusers pipelines (``prompt``, ``num_images_per_prompt``, ``latents``,
@@ -134,9 +134,15 @@ class TerrainPipeline:
         """
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         labels = self._check_call(
-            prompts, num_images_per_prompt, num_inference_steps, output_type, guidance_scale,
-            negative_prompt, height, width,
-        )  # fmt: skip
+            prompts,
+            num_images_per_prompt,
+            num_inference_steps,
+            output_type,
+            guidance_scale,
+            negative_prompt,
+            height,
+            width,
+        )
         k = num_images_per_prompt
         batch = len(prompts) * k
         shape = (batch, 1, SIZE, SIZE)

@@ -10,10 +10,11 @@ after the first are spaced evenly in log sigma from ``sigma_max`` down to ``floo
 
 Why the floor is 40 and not the textbook Karras (rho = 7) ramp down to sigma_min: this network
 is endpoint-distilled (its ONNX metadata says "training: endpoint-distillation") and denoises
-cleanly only near sigma_max. Measured on its own one-step samples (docs/real_models.md): after
-re-noising to sigma and denoising, the Laplacian roughness of the output is 1.1x the one-step
-samples' at sigma 60, 1.4x at 40, 1.6x at 30, 2.5x at 20, 10x at 5 and 40x at 0.5; the Karras
-ramp for 4 steps (80, 17.5, 2.5, 0.17) ends with visibly noisy heightfields (25x).
+cleanly only near sigma_max. Measured on 24 of its one-step samples
+(bench/bench_terrain_schedule.py, docs/real_models.md): re-noised to sigma and denoised once,
+the output's Laplacian roughness is 1.05x the one-step samples' at sigma 80, 1.1x at 60, 1.2x
+at 40, 1.6x at 30, 2.4x at 20, 9.6x at 5 and 42x at 0.5; the Karras ramps for 2, 3 and 4 steps
+end 18x, 41x and 26x as rough (noisy heightfields), the log-even ramp to 40 about 1.2x.
 """
 
 from __future__ import annotations

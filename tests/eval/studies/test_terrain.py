@@ -17,10 +17,32 @@ from couplednoise.eval.runs.stats import t_interval  # noqa: E402
 from couplednoise.eval.studies import terrain, terrain_report  # noqa: E402
 from couplednoise.eval.studies.terrain import Cell, CellStore  # noqa: E402
 
-TINY = ["study", "terrain", "--difficulties", "50", "--sizes", "2", "--steps", "1,2",
-        "--multistep-sizes", "2", "--seeds", "0-1", "--couplings", "independent", "antithetic",
-        "--multistep-couplings", "independent", "antithetic",
-        "--renoise-couplings", "antithetic", "--picture-seeds", "0", "--picture-size", "2"]  # fmt: skip
+TINY = [
+    "study",
+    "terrain",
+    "--difficulties",
+    "50",
+    "--sizes",
+    "2",
+    "--steps",
+    "1,2",
+    "--multistep-sizes",
+    "2",
+    "--seeds",
+    "0-1",
+    "--couplings",
+    "independent",
+    "antithetic",
+    "--multistep-couplings",
+    "independent",
+    "antithetic",
+    "--renoise-couplings",
+    "antithetic",
+    "--picture-seeds",
+    "0",
+    "--picture-size",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +90,15 @@ def test_a_study_gallery_is_the_gallery_its_seed_gives_alone(finished):
     embedder = load_efficientnet_lite0()
     store = CellStore(work, terrain.provenance(parsed(TINY)))
     for cell in (Cell(50.0, 1, "antithetic", 2), Cell(50.0, 2, "antithetic", 2, "antithetic")):
-        images = generate_gallery(pipe, cell.prompt, cell.coupling, num_images=2, seed=1,
-                                  num_inference_steps=cell.steps,
-                                  renoise_coupling=cell.renoise).images  # fmt: skip
+        images = generate_gallery(
+            pipe,
+            cell.prompt,
+            cell.coupling,
+            num_images=2,
+            seed=1,
+            num_inference_steps=cell.steps,
+            renoise_coupling=cell.renoise,
+        ).images
         expected = terrain.gallery_scores(images, embedder.embed_images(images))
         assert store.load(cell)[1] == expected
 

@@ -73,8 +73,9 @@ def test_the_network_sees_80_times_the_coupled_latents_exactly(recorded):
     for coupling, k in (("antithetic", 2), ("repulsive", 3)):
         recorder.calls.clear()
         generator = torch.Generator().manual_seed(7)
-        couplednoise.generate(spy, "difficulty 30", coupling, num_images_per_prompt=k,
-                              generator=generator)  # fmt: skip
+        couplednoise.generate(
+            spy, "difficulty 30", coupling, num_images_per_prompt=k, generator=generator
+        )
         expected = couplednoise.latents_for(
             spy, coupling, num_images_per_prompt=k, generator=torch.Generator().manual_seed(7)
         )
@@ -90,8 +91,9 @@ def test_one_step_matches_the_packages_own_sampler_given_the_same_noise(pipe):
     generator = TerrainGenerator(device="cpu")
     heights = generator.generate(2, shape=128, difficulty=40, seed=3, zero_floor=False)
     noise = np.random.default_rng(3).standard_normal((2, 1, 128, 128), dtype=np.float32)
-    ours = pipe("40", num_images_per_prompt=2, latents=torch.from_numpy(noise),
-                output_type="latent").images  # fmt: skip
+    ours = pipe(
+        "40", num_images_per_prompt=2, latents=torch.from_numpy(noise), output_type="latent"
+    ).images
     # The package maps the model's [-1, 1] to metres by an asinh law; undo it.
     scale, top = TerrainGenerator.asinh_scale, TerrainGenerator.height_range
     theirs = np.arcsinh(heights / scale) / np.arcsinh(top / scale) * 2 - 1
@@ -105,8 +107,14 @@ def test_multistep_differs_from_one_step_yet_stays_clean(recorded):
     calls = []
     for _ in range(2):
         recorder.calls.clear()
-        two = spy("difficulty 50", num_images_per_prompt=2, latents=noise, num_inference_steps=2,
-                  generator=torch.Generator().manual_seed(5), output_type="latent").images  # fmt: skip
+        two = spy(
+            "difficulty 50",
+            num_images_per_prompt=2,
+            latents=noise,
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(5),
+            output_type="latent",
+        ).images
         calls.append(two)
     assert torch.equal(calls[0], calls[1])  # the re-noise comes from the generator
     assert [sigma for _, sigma, _ in recorder.calls] == [80.0, 40.0]
@@ -120,8 +128,13 @@ def test_multistep_differs_from_one_step_yet_stays_clean(recorded):
 
 def test_coupled_renoise_draws_each_steps_noise_from_the_coupling(recorded):
     spy, recorder = recorded
-    spy("difficulty 70", num_images_per_prompt=2, num_inference_steps=3,
-        generator=torch.Generator().manual_seed(2), renoise_coupling="antithetic")  # fmt: skip
+    spy(
+        "difficulty 70",
+        num_images_per_prompt=2,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(2),
+        renoise_coupling="antithetic",
+    )
     for (_, _, before), (after, sigma, _) in zip(recorder.calls, recorder.calls[1:]):
         fresh = (after - before) / spy.scheduler.renoise_scale(sigma)
         np.testing.assert_allclose(fresh[0], -fresh[1], atol=1e-4)
@@ -175,8 +188,22 @@ def test_bad_calls_fail_before_the_network_runs(recorded, kwargs, match):
 
 def test_generate_cli_writes_a_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["generate", "--model", "terrain", "--prompt", "difficulty 50", "--coupling",
-            "antithetic", "-n", "2", "--seeds", "0", "--out", str(out), "--no-progress"]  # fmt: skip
+    argv = [
+        "generate",
+        "--model",
+        "terrain",
+        "--prompt",
+        "difficulty 50",
+        "--coupling",
+        "antithetic",
+        "-n",
+        "2",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     galleries = json.loads((out / "galleries.json").read_text())
     assert [g["coupling"] for g in galleries] == ["antithetic"]
