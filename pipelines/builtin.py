@@ -55,6 +55,18 @@ def _load_lab(spec: str, *, device=None, dtype=None):
     return load_lab_pipeline(spec, device=device, dtype=dtype)
 
 
+def _check_terrain(spec: str):
+    from couplednoise.pipelines.terrain import check_terrain_spec
+
+    return check_terrain_spec(spec)
+
+
+def _load_terrain(spec: str, *, device=None, dtype=None):
+    from couplednoise.pipelines.terrain import load_terrain_pipeline
+
+    return load_terrain_pipeline(spec, device=device, dtype=dtype)
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "lab": BuiltinModel(
         name="lab",
@@ -63,6 +75,15 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         load=_load_lab,
         defaults={"steps": 20, "guidance": 1.0},
         latent_shape=_lab_latent_shape,
+    ),
+    "terrain": BuiltinModel(
+        name="terrain",
+        description="trained consistency UNet (adaptive-terrain-diffusion): 128 x 128 "
+        "heightfields, prompt = difficulty 1..100",
+        check=_check_terrain,
+        load=_load_terrain,
+        defaults={"steps": 1, "guidance": 1.0},
+        requires="terrain",
     ),
 }
 

@@ -18,4 +18,8 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.background_lab",
         "the fixed-object task on the lab against ground truth (shares x dilations)",
     ),
+    "terrain": (
+        "couplednoise.eval.studies.terrain",
+        "every coupling vs independent on the trained terrain model",
+    ),
 }
