@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -151,8 +152,8 @@ class TerrainPipeline:
             if len(generator) != batch:
                 raise ValueError(f"got {len(generator)} generators for {batch} images")
         renoise = get_coupling(renoise_coupling) if renoise_coupling is not None else None
-        if latents is None:
-            latents = _draw(shape, generator)
+        if latents is None:  # diffusers' draw, so couplednoise.generate's seam can couple it
+            latents = randn_tensor(shape, generator=generator, device=torch.device("cpu"))
         elif tuple(latents.shape) != shape:
             raise ValueError(
                 f"latents have shape {tuple(latents.shape)}, expected {shape} ({len(prompts)} "
