@@ -19,6 +19,15 @@ from couplednoise.pipeline_latents import (
     latents_for,
     size_multiple,
 )
+from couplednoise.pool import Pool
+from couplednoise.predictors import (
+    PREDICTORS,
+    CellPredictor,
+    DCTPredictor,
+    FunctionPredictor,
+    Predictor,
+    get_predictor,
+)
 from couplednoise.projectors import check_binary_mask
 from couplednoise.spec import COUPLINGS, get_coupling, parse_spec
 from couplednoise.subspace import Subspace
@@ -27,13 +36,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "COUPLINGS",
+    "PREDICTORS",
     "Antithetic",
+    "CellPredictor",
     "Coupling",
+    "DCTPredictor",
     "Equicorrelated",
+    "FunctionPredictor",
     "Gaussian",
     "Grouped",
     "Independent",
     "Orthogonal",
+    "Pool",
+    "Predictor",
     "Repulsive",
     "Subspace",
     "check_binary_mask",
@@ -43,6 +58,7 @@ __all__ = [
     "default_size",
     "generate",
     "get_coupling",
+    "get_predictor",
     "latent_grid",
     "latent_shape",
     "latents_for",

@@ -10,6 +10,7 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.lab",
         "coverage and alignment of every coupling vs independent on the closed-form lab",
     ),
+    "pool": ("couplednoise.eval.studies.pool", "pool-partition couplings by predictor on the lab"),
     "background-lab": (
         "couplednoise.eval.studies.background_lab",
         "the fixed-object task on the lab against ground truth (shares x dilations)",
