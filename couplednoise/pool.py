@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 import torch
 
 from couplednoise.base import Coupling, Shape, check_count, draw_device, standard_normal
-from couplednoise.deterministic import stable_matmul
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.partition import partition
 from couplednoise.predictors import (
@@ -203,24 +202,25 @@ class _CoordinatePool:
 
     def __init__(self, pool: Pool, shape: Shape, unit: int, generator):
         self.coupling, self.shape, self.unit, self.generator = pool.coupling, shape, unit, generator
-        self.basis = pool.predictor.basis(shape).to(draw_device(generator))
+        self.predictor = pool.predictor
+        rank = self.predictor.rank(shape)
         blocks = pool.pool_size // unit
-        self.phi = _draw_blocks(self.coupling, unit, blocks, (self.basis.shape[0],), generator)
-        self.prediction = _on_cpu(pool.predictor.predict_coordinates(self.phi))
+        self.phi = _draw_blocks(self.coupling, unit, blocks, (rank,), generator)
+        self.prediction = _on_cpu(self.predictor.predict_coordinates(self.phi))
 
     def items(self, chosen: torch.Tensor) -> torch.Tensor:
         """The full noise [n, *shape] of pool items ``chosen``: U^T phi + (I - U^T U) e."""
-        d = math.prod(self.shape)
         if self.unit == 1:
-            e = standard_normal((chosen.numel(), d), self.generator)
+            e = standard_normal((chosen.numel(), *self.shape), self.generator)
         else:  # each chosen item's complement comes from a fresh draw of its block's law
             blocks, slot = torch.unique(chosen // self.unit, return_inverse=True)
-            fresh = _draw_blocks(self.coupling, self.unit, blocks.numel(), (d,), self.generator)
+            fresh = _draw_blocks(
+                self.coupling, self.unit, blocks.numel(), self.shape, self.generator
+            )
             e = fresh[slot * self.unit + chosen % self.unit]
-        u = self.basis
+        lift = self.predictor.lift
         phi = self.phi[chosen.to(self.phi.device)]
-        e = e - stable_matmul(stable_matmul(e, u.T), u)
-        return (stable_matmul(phi, u) + e).reshape(-1, *self.shape)
+        return lift(phi, self.shape) + (e - lift(self.predictor.project(e), self.shape))
 
 
 class _SeededPool:

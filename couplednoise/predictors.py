@@ -117,44 +117,43 @@ class LinearPredictor(Predictor):
     """A predictor that reads z only through phi = U vec(z), U [r, d] with orthonormal rows."""
 
     @abc.abstractmethod
-    def basis(self, shape: Shape) -> torch.Tensor:
-        """U [r, d] float32 (CPU), orthonormal rows, for samples of ``shape`` (d = prod(shape))."""
+    def rank(self, shape: Shape) -> int:
+        """r: the number of coordinates for samples of ``shape``."""
+
+    @abc.abstractmethod
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        """phi = U vec(z) [n, r] (float32) for z [n, *shape]."""
+
+    @abc.abstractmethod
+    def lift(self, phi: torch.Tensor, shape: Shape) -> torch.Tensor:
+        """U^T phi [n, *shape] (float32) for phi [n, r]: the noise with these coordinates and
+        nothing orthogonal to U."""
 
     @abc.abstractmethod
     def predict_coordinates(self, phi: torch.Tensor) -> Prediction:
         """The prediction from the coordinates phi [n, r] (float32)."""
 
     def predict(self, z: torch.Tensor) -> Prediction:
-        u = self.basis(tuple(z.shape[1:])).to(z.device)
-        return self.predict_coordinates(stable_matmul(z.flatten(1).float(), u.T))
+        return self.predict_coordinates(self.project(z))
 
 
 @functools.lru_cache(maxsize=16)
 def dct_rows(n: int, count: int) -> torch.Tensor:
-    """The first ``count`` rows [count, n] of the orthonormal DCT-II matrix (float64)."""
+    """The first ``count`` rows [count, n] of the orthonormal DCT-II matrix (float32)."""
     k = torch.arange(count, dtype=torch.float64)[:, None]
     i = torch.arange(n, dtype=torch.float64)[None]
     rows = torch.cos(math.pi * (i + 0.5) * k / n) * math.sqrt(2.0 / n)
     rows[0] /= math.sqrt(2.0)
-    return rows
-
-
-@functools.lru_cache(maxsize=8)
-def dct_basis(shape: Shape, frequencies: int) -> torch.Tensor:
-    """U [C L^2, d] float32: per channel (all leading dims of shape), the L x L lowest 2-D DCT-II
-    frequencies of the last two (spatial) dims; orthonormal rows."""
-    *lead, h, w = shape
-    channels = math.prod(lead)
-    planes = torch.einsum("ui,vj->uvij", dct_rows(h, frequencies), dct_rows(w, frequencies))
-    planes = planes.reshape(frequencies**2, h * w)
-    return torch.block_diag(*[planes] * channels).float()
+    return rows.float()
 
 
 @dataclass(frozen=True)
 class DCTPredictor(LinearPredictor):
     """Noise-only features: the ``frequencies`` x ``frequencies`` lowest DCT coefficients of each
-    channel (zero network evaluations). Diffusion samplers keep much of the noise's coarse
-    layout, so items far apart in these coordinates tend to become different images."""
+    channel (all leading dims of a sample; the last two are spatial), zero network evaluations.
+    Diffusion samplers keep much of the noise's coarse layout, so items far apart in these
+    coordinates tend to become different images. U is separable (one DCT per spatial axis), so
+    projecting costs two small matrix products per channel, not a dense [r, d] one."""
 
     frequencies: int = 4
 
@@ -169,9 +168,33 @@ class DCTPredictor(LinearPredictor):
                 f"dct frequencies must be <= min(H, W) = {min(shape[-2:])}, got {self.frequencies}"
             )
 
-    def basis(self, shape: Shape) -> torch.Tensor:
+    def _rows(self, shape: Shape, device) -> tuple[torch.Tensor, torch.Tensor]:
         self.check(shape)
-        return dct_basis(tuple(shape), self.frequencies)
+        f = self.frequencies
+        return dct_rows(shape[-2], f).to(device), dct_rows(shape[-1], f).to(device)
+
+    def rank(self, shape: Shape) -> int:
+        self.check(shape)
+        return math.prod(shape[:-2]) * self.frequencies**2
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        n, *_, h, w = z.shape
+        rows_h, rows_w = self._rows(tuple(z.shape[1:]), z.device)
+        f = self.frequencies
+        y = stable_matmul(z.float().reshape(-1, w), rows_w.T)  # [n C h, f]: along width
+        y = y.reshape(-1, h, f).transpose(1, 2).reshape(-1, h)
+        y = stable_matmul(y, rows_h.T)  # [n C f_w, f_h]: along height
+        return y.reshape(n, -1, f, f).transpose(2, 3).reshape(n, -1)  # [n, C f_h f_w]
+
+    def lift(self, phi: torch.Tensor, shape: Shape) -> torch.Tensor:
+        *_, h, w = shape
+        rows_h, rows_w = self._rows(tuple(shape), phi.device)
+        f = self.frequencies
+        n = phi.shape[0]
+        y = stable_matmul(phi.float().reshape(-1, f), rows_w)  # [n C f_h, w]
+        y = y.reshape(-1, f, w).transpose(1, 2).reshape(-1, f)
+        y = stable_matmul(y, rows_h)  # [n C w, h]
+        return y.reshape(n, -1, w, h).transpose(2, 3).reshape(n, *shape)
 
     def predict_coordinates(self, phi: torch.Tensor) -> Features:
         return Features(phi)
@@ -269,9 +292,17 @@ class CellPredictor(LinearPredictor):
                 f"this cell predictor was fitted for samples of shape {self.shape}, got {shape}"
             )
 
-    def basis(self, shape: Shape) -> torch.Tensor:
+    def rank(self, shape: Shape) -> int:
         self.check(shape)
-        return self.basis_matrix
+        return self.basis_matrix.shape[0]
+
+    def project(self, z: torch.Tensor) -> torch.Tensor:
+        self.check(tuple(z.shape[1:]))
+        return stable_matmul(z.flatten(1).float(), self.basis_matrix.to(z.device).T)
+
+    def lift(self, phi: torch.Tensor, shape: Shape) -> torch.Tensor:
+        self.check(tuple(shape))
+        return stable_matmul(phi.float(), self.basis_matrix.to(phi.device)).reshape(-1, *shape)
 
     def cell_probabilities(self, phi: torch.Tensor) -> torch.Tensor:
         """q [n, M] float64 from coordinates phi [n, r]."""

@@ -52,9 +52,10 @@ DEFAULT_ARMS = (
     "learned",
     "learned-pixels",
     "dct",
+    "oracle-pairs",
     "learned-pixels-pairs",
     "dct-pairs",
-    "oracle-zero-sum",
+    "learned-pixels-zero-sum",
 )
 METRICS = ("attr_cov", "scene_cov", "alignment")
 TITLES = {

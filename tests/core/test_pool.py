@@ -69,7 +69,7 @@ def test_every_slot_is_exactly_standard_normal(label, coupling):
     predictor = coupling.predictor
     if isinstance(predictor, cn.predictors.LinearPredictor):
         # the coordinates the rule reads are where a biased rule would show: exactly N(0, I)
-        phi = z.reshape(-1, 32).float() @ predictor.basis(SHAPE).T
+        phi = predictor.project(z.reshape(-1, *SHAPE).float())
         assert_standard_normal(phi.reshape(300, 4, -1)[:, 0], f"{label} slot 0 coordinates")
 
 
@@ -77,11 +77,11 @@ def test_a_rule_that_picks_the_best_group_is_biased_and_the_check_sees_it():
     """Negative control: outputting the most spread-out group (not a uniform one) inflates the
     variance of the coordinates the rule reads, and the marginal check fails."""
     coupling = cn.Pool(pool_size=64, predictor=cn.DCTPredictor(2))
-    basis = coupling.predictor.basis(SHAPE)
+    rank = coupling.predictor.rank(SHAPE)
     g = torch.Generator().manual_seed(0)
     picked = []
     for _ in range(150):
-        phi = torch.randn(64, basis.shape[0], generator=g)
+        phi = torch.randn(64, rank, generator=g)
         groups = partition(Features(phi), 16, generator=g)
         spread = torch.stack([torch.pdist(phi[group].double()).sum() for group in groups])
         picked.append(phi[groups[int(spread.argmax())]])
@@ -292,10 +292,9 @@ def test_extension_is_exactly_standard_normal_and_spreads_the_union():
     them on average); what the rule controls is the rest: the union covers more cells."""
     cells = dataclasses.replace(random_cells(cells=6), temperature=0.05)
     coupling = cn.Pool(pool_size=48, predictor=cells)
-    basis = cells.basis(SHAPE)
 
     def outcome(z):
-        return cells.cell_probabilities(z.flatten(1) @ basis.T).argmax(1).tolist()
+        return cells.cell_probabilities(cells.project(z)).argmax(1).tolist()
 
     g = torch.Generator().manual_seed(9)
     new, repeats, union = [], {"pool": 0, "independent": 0}, {"pool": 0, "independent": 0}

@@ -3,6 +3,7 @@ scipy's exact solver, average linkage vs scipy's, the equal-mass fit, cell predi
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -97,7 +98,7 @@ def test_a_cell_predictor_from_outcomes_recovers_a_power_diagram():
     predictor = cell_predictor_from_outcomes(
         outcomes, (3, 4, 4), tables=(("parity", torch.arange(5) % 2, 1.0),), samples=5000
     )
-    basis = predictor.basis((3, 4, 4)).double()
+    basis = predictor.basis_matrix.double()
     assert basis.shape == (3, d)
     # the basis lies in the outcomes' span
     assert torch.allclose(basis @ frame @ frame.T, basis, atol=1e-5)
@@ -160,6 +161,16 @@ def test_fitting_rejects_bad_input(call, message):
 def test_pool_and_its_predictors_are_registered_and_the_dct_basis_is_orthonormal():
     assert cn.COUPLINGS["pool"] is cn.Pool
     assert set(cn.PREDICTORS) == {"dct", "learned"}
-    basis = cn.DCTPredictor(3).basis((2, 5, 6)).double()
-    assert basis.shape == (18, 60)
+    predictor, shape = cn.DCTPredictor(3), (2, 5, 6)
+    basis = predictor.lift(torch.eye(18), shape).reshape(18, 60).double()  # the rows of U
     assert torch.allclose(basis @ basis.T, torch.eye(18, dtype=torch.float64), atol=1e-6)
+    # U is the separable DCT-II: U[(c, u, v), (c, i, j)] = D5[u, i] D6[v, j] (scipy's DCT)
+    from scipy.fft import dct
+
+    d5, d6 = (torch.tensor(dct(np.eye(n), norm="ortho", axis=0)) for n in (5, 6))
+    plane = torch.einsum("ui,vj->uvij", d5[:3], d6[:3]).reshape(9, 30)
+    assert torch.allclose(basis, torch.block_diag(plane, plane), atol=1e-6)
+    z = torch.randn(4, *shape)
+    assert torch.allclose(
+        predictor.project(z).double(), z.reshape(4, 60).double() @ basis.T, atol=1e-5
+    )
