@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 
 from couplednoise.base import Coupling, Shape, check_count, draw_device, standard_normal
+from couplednoise.deterministic import one_thread
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.partition import partition
 from couplednoise.predictors import (
@@ -139,10 +140,14 @@ class Pool(Coupling):
         """[n, *shape]: one group of a partitioned pool, in random order."""
         draw_unit = 1 if isinstance(self.coupling, Independent) else self.blocks(n)
         if self.fast:
-            pool = _CoordinatePool(self, shape, draw_unit, generator)
-        else:
+            with one_thread():  # N x r coordinates and the rule: many tiny ops
+                pool = _CoordinatePool(self, shape, draw_unit, generator)
+                chosen = self.select(pool.prediction, n, generator, previous)
+        else:  # full-size items through any predictor: its own threads
             pool = _SeededPool(self, shape, draw_unit, generator)
-        return pool.items(self.select(pool.prediction, n, generator, previous))
+            with one_thread():
+                chosen = self.select(pool.prediction, n, generator, previous)
+        return pool.items(chosen)
 
     def select(
         self,

@@ -157,6 +157,7 @@ def test_same_seed_same_noise_on_any_thread_count_for_sd_sized_latents():
                     for c in couplings
                 ]
             )
+            assert torch.get_num_threads() == threads  # the rule's one-thread block restores it
     finally:
         torch.set_num_threads(before)
     for a, b in zip(*results):
