@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from couplednoise.deterministic import stable_matmul
-from couplednoise.predictors import Categories, Features, Prediction
+from couplednoise.predictions import Categories, Features, Prediction
 
 # Passes of the improvement per round (each makes many disjoint moves); it stops earlier at a
 # local optimum, where no swap or exchange raises the round's total gain.
@@ -28,39 +28,41 @@ MAX_PASSES = 64
 
 
 class _Coverage:
-    """Expected distinct values; state [B, V] per table: P(value v not yet covered by group b)."""
+    """Expected distinct values. The tables sit side by side as columns [U, V] (V summed over
+    tables); state [B, V]: P(value v not yet covered by group b)."""
 
     def __init__(self, prediction: Categories, unit_size: int):
-        self.weights = prediction.weights
-        self.miss = [
-            (1 - t).clamp(min=0).reshape(-1, unit_size, t.shape[1]).prod(1)
-            for t in prediction.tables
-        ]  # [U, V]: P(unit misses v)
-        self.hit = [1 - m for m in self.miss]
+        tables = torch.cat(prediction.tables, dim=1)
+        self.weights = torch.cat(
+            [
+                torch.full((t.shape[1],), w, dtype=t.dtype)
+                for t, w in zip(prediction.tables, prediction.weights)
+            ]
+        )
+        self.miss = (1 - tables).clamp(min=0).reshape(-1, unit_size, tables.shape[1]).prod(1)
+        self.hit_columns = (1 - self.miss).T.contiguous()  # [V, U]: P(unit covers v)
+        self.widths = [t.shape[1] for t in prediction.tables]
 
     def reorder(self, order: torch.Tensor) -> None:
-        self.miss = [m[order] for m in self.miss]
-        self.hit = [h[order] for h in self.hit]
+        self.miss = self.miss[order]
+        self.hit_columns = self.hit_columns[:, order]
 
-    def initial(self, groups: int, previous: Prediction | None) -> list[torch.Tensor]:
+    def initial(self, groups: int, previous: Prediction | None) -> torch.Tensor:
         if previous is None:
-            return [torch.ones(groups, m.shape[1], dtype=m.dtype) for m in self.miss]
-        if not isinstance(previous, Categories) or len(previous.tables) != len(self.miss):
+            return torch.ones(groups, self.miss.shape[1], dtype=self.miss.dtype)
+        if (
+            not isinstance(previous, Categories)
+            or [t.shape[1] for t in previous.tables] != self.widths
+        ):
             raise ValueError("the earlier samples' prediction is not of the pool's kind")
-        return [
-            (1 - t).clamp(min=0).prod(0, keepdim=True).expand(groups, -1).clone()
-            for t in previous.tables
-        ]
+        missed = (1 - torch.cat(previous.tables, dim=1)).clamp(min=0).prod(0, keepdim=True)
+        return missed.expand(groups, -1).clone()
 
-    def gains(self, state: list[torch.Tensor], units: torch.Tensor) -> torch.Tensor:
-        total = None
-        for weight, s, hit in zip(self.weights, state, self.hit):
-            part = stable_matmul(s, hit[units].T) * weight
-            total = part if total is None else total + part
-        return total
+    def gains(self, state: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        return stable_matmul(state * self.weights, self.hit_columns[:, units])
 
-    def add(self, state: list[torch.Tensor], units: torch.Tensor) -> list[torch.Tensor]:
-        return [s * m[units] for s, m in zip(state, self.miss)]
+    def add(self, state: torch.Tensor, units: torch.Tensor) -> torch.Tensor:
+        return state * self.miss[units]
 
 
 class _Spread:

@@ -40,15 +40,8 @@ from couplednoise.base import Coupling, Shape, check_count, draw_device, standar
 from couplednoise.deterministic import one_thread
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.partition import partition
-from couplednoise.predictors import (
-    Categories,
-    Features,
-    LinearPredictor,
-    Prediction,
-    Predictor,
-    concatenate,
-    get_predictor,
-)
+from couplednoise.predictions import Categories, Features, Prediction, concatenate
+from couplednoise.predictors import LinearPredictor, Predictor, get_predictor
 
 MAX_POOL_SIZE = 1 << 16
 # Pool couplings whose law is L kron I (coordinates independent and alike): their blocks can be

@@ -14,7 +14,7 @@ import couplednoise as cn
 import couplednoise.pool as pool_module
 from couplednoise.deterministic import stable_matmul
 from couplednoise.partition import partition
-from couplednoise.predictors import Categories, Features
+from couplednoise.predictions import Categories, Features
 from tests.coupling_stats import assert_standard_normal, draws
 
 SHAPE = (2, 4, 4)  # d = 32
