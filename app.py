@@ -60,8 +60,19 @@ PARAMETERS = {
     "orthogonal": (),
     "gaussian": ("correlation",),
     "subspace": ("region", "share"),
+    "pool": ("groups", "zero_sum"),
 }
-COUPLING_CONTROLS = ("strength", "rho", "correlation", "region", "share", "cutoff", "mask")
+COUPLING_CONTROLS = (
+    "strength",
+    "rho",
+    "correlation",
+    "region",
+    "share",
+    "cutoff",
+    "mask",
+    "groups",
+    "zero_sum",
+)
 DISPLAY_MIN = 128  # small images (the lab's 32 px) are shown enlarged, nearest neighbour
 CSS = """
 .pair-gallery img { image-rendering: pixelated; }
@@ -102,9 +113,19 @@ def parse_matrix(text: str) -> list[list[float]]:
 
 
 def coupling_spec(
-    name: str, strength: float, rho: float, region: str, share: float, cutoff: float
+    name: str,
+    strength: float,
+    rho: float,
+    region: str,
+    share: float,
+    cutoff: float,
+    groups: int = 16,
+    zero_sum: bool = False,
+    num_images: int = 2,
 ) -> str:
-    """The coupling spec the controls describe (scalar parameters only)."""
+    """The coupling spec the controls describe (scalar parameters only). A pool is ``groups``
+    groups of the gallery size (``num_images``), planned by the noise-only DCT predictor (a
+    browser never names a learned predictor's file), with zero-sum blocks when ``zero_sum``."""
     if name not in PARAMETERS:
         raise ValueError(f"unknown coupling {name!r}; choose one of {', '.join(PARAMETERS)}")
     if name == "repulsive":
@@ -118,6 +139,13 @@ def coupling_spec(
             return f"subspace:share={float(share)}"
         band = region.split()[0]
         return f"subspace:band={band},cutoff={float(cutoff)},share={float(share)}"
+    if name == "pool":
+        if isinstance(groups, float) and groups.is_integer():
+            groups = int(groups)
+        if isinstance(groups, bool) or not isinstance(groups, int) or not 2 <= groups <= 256:
+            raise ValueError(f"pool groups must be a whole number in [2, 256], got {groups!r}")
+        spec = f"pool:pool_size={groups * int(num_images)},predictor=dct"
+        return spec + (",keep_blocks=true,coupling=repulsive" if zero_sum else "")
     return name
 
 
@@ -162,6 +190,8 @@ class Demo:
         steps,
         guidance,
         size,
+        groups=16,
+        zero_sum=False,
     ) -> Request:
         """A validated Request from the UI's values (ValueError with a readable message).
 
@@ -175,7 +205,9 @@ class Demo:
             model=model,
             prompt=prompt or "",
             negative_prompt=negative or "",
-            coupling=coupling_spec(coupling, strength, rho, region, share, cutoff),
+            coupling=coupling_spec(
+                coupling, strength, rho, region, share, cutoff, groups, zero_sum, num_images
+            ),
             num_images=num_images,
             seed=seed,
             steps=steps,
@@ -233,6 +265,8 @@ def coupling_controls(name: str, region: str) -> list[Any]:
         gr.update(visible=subspace),
         gr.update(visible=subspace and region != REGIONS[0]),
         gr.update(visible=subspace and region == REGIONS[0]),
+        gr.update(visible="groups" in used),
+        gr.update(visible="zero_sum" in used),
     ]
 
 
@@ -312,6 +346,18 @@ def input_controls(models: Models, limits: Limits) -> dict[str, Any]:
             visible=False,
             sources=["upload"],
             elem_id="mask",
+        ),
+        "groups": gr.Slider(
+            2,
+            64,
+            value=16,
+            step=1,
+            visible=False,
+            label="pool groups B",
+            info="a pool of B x K noises is split into B galleries by predicted outcome",
+        ),
+        "zero_sum": gr.Checkbox(
+            False, visible=False, label="zero-sum pool blocks (each gallery sums to zero)"
         ),
         "num_images": gr.Slider(
             2,

@@ -15,6 +15,7 @@ from couplednoise.base import Coupling
 from couplednoise.gaussian import Antithetic, Equicorrelated, Gaussian, Independent, Repulsive
 from couplednoise.grouped import Grouped
 from couplednoise.orthogonal import Orthogonal
+from couplednoise.pool import Pool
 from couplednoise.subspace import Subspace
 
 COUPLINGS: dict[str, type[Coupling]] = {
@@ -28,6 +29,7 @@ COUPLINGS: dict[str, type[Coupling]] = {
         Gaussian,
         Subspace,
         Grouped,
+        Pool,
     )
 }
 NESTED = "coupling"  # the parameter that holds a wrapped coupling's spec (the rest of the string)

@@ -23,6 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
+from couplednoise import describe_couplings, get_coupling
 from couplednoise.eval.cli.options import (
     MAX_IMAGES,
     MAX_STEPS,
@@ -31,7 +32,6 @@ from couplednoise.eval.cli.options import (
     int_in,
     seed_list,
 )
-from couplednoise.spec import describe_couplings, get_coupling
 
 GRID_ROWS = 32  # galleries shown in grid.png (all are saved as images)
 KIND = "generate"

@@ -14,6 +14,7 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.baselines",
         "coupled noise vs CNO and CADS on the lab, and coupled noise as their initialisation",
     ),
+    "pool": ("couplednoise.eval.studies.pool", "pool-partition couplings by predictor on the lab"),
     "background-lab": (
         "couplednoise.eval.studies.background_lab",
         "the fixed-object task on the lab against ground truth (shares x dilations)",

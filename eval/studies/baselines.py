@@ -120,7 +120,7 @@ def parse_method(label: str) -> tuple[str, str]:
 
 
 def default_methods() -> list[str]:
-    from couplednoise.spec import COUPLINGS
+    from couplednoise import COUPLINGS
 
     pool = [m for m in POOL_METHODS if "pool" in COUPLINGS]
     return [*DEFAULT_METHODS, *pool]

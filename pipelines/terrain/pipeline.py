@@ -28,12 +28,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from tqdm.auto import tqdm
 
-from couplednoise.base import standard_normal
-from couplednoise.grouped import sample_groups
+from couplednoise import get_coupling, sample_groups, standard_normal
 from couplednoise.pipelines.terrain.denoiser import SIZE, TerrainDenoiser
 from couplednoise.pipelines.terrain.prompts import difficulty_input, parse_difficulty
 from couplednoise.pipelines.terrain.schedule import ConsistencySchedule
-from couplednoise.spec import get_coupling
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None

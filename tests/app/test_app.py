@@ -97,13 +97,17 @@ def test_coupling_spec_builds_every_coupling_with_its_controls():
     subspace = built["subspace"]
     assert (subspace.band, subspace.cutoff, subspace.share) == ("lowpass", 0.2, 0.75)
     assert app.coupling_spec("subspace", 1, 0, app.REGIONS[0], 0.5, 0.1) == "subspace:share=0.5"
+    pool = get_coupling(app.coupling_spec("pool", 1, 0, app.REGIONS[0], 1, 0.1, 8, True, 4))
+    assert (pool.pool_size, pool.keep_blocks, pool.coupling.name) == (32, True, "repulsive")
+    with pytest.raises(ValueError, match="pool groups"):
+        app.coupling_spec("pool", 1, 0, app.REGIONS[0], 1, 0.1, 1.5, False, 4)
     with pytest.raises(ValueError, match="unknown coupling"):
         app.coupling_spec("bogus", 1, 0, app.REGIONS[0], 1, 0.1)
 
 
 @pytest.mark.parametrize("name", list(app.PARAMETERS))
 def test_only_the_relevant_parameter_controls_are_visible(name):
-    names = ["strength", "rho", "correlation", "region", "share", "cutoff", "mask"]
+    names = list(app.COUPLING_CONTROLS)
     for region in app.REGIONS:
         shown = {
             n for n, update in zip(names, app.coupling_controls(name, region)) if update["visible"]
@@ -386,3 +390,11 @@ def test_models_that_cannot_load_are_left_out_at_start_with_the_reason(tmp_path)
     assert models.names == ["lab"]
     assert "no such local folder" in models.skipped["/nonexistent/model"]
     assert "model_index.json" in models.skipped[str(tmp_path)]
+
+
+def test_a_pool_gallery_compares_against_independent_from_the_same_seed(lab):
+    spec = app.coupling_spec("pool", 1, 0, app.REGIONS[0], 1, 0.1, 8, False, 4)
+    result = compare(lab, lab_request(spec, num_images=4))
+    assert result.coupled.coupling.startswith("pool:pool_size=32")
+    assert not torch.equal(result.independent.images, result.coupled.images)
+    assert {row.name for row in result.rows} >= {"lab_scenes", "lab_attribute_coverage"}
