@@ -338,9 +338,7 @@ def _check_couplings_fit(models: tuple[ModelSpec, ...], couplings, num_images: i
         for spec in couplings:
             try:
                 coupling = get_coupling(spec)
-                if shape is None:
-                    coupling.check(num_images, (num_images,))  # the gallery size alone
-                else:
+                if shape is not None:  # else checked once the model is loaded
                     coupling.check(num_images, shape)
             except ValueError as error:
                 raise ValueError(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -110,16 +111,17 @@ def plan(args: argparse.Namespace) -> dict:
     from couplednoise import get_coupling, parse_spec
     from couplednoise.eval.runs.folders import check_output_folder
     from couplednoise.pipelines.builtin import model_defaults
-    from couplednoise.pipelines.loading import check_model, is_lab
+    from couplednoise.pipelines.loading import check_model, is_lab, planned_latent_shape
 
     check_model(args.model)
+    shape = planned_latent_shape(args.model)  # None: the model's shape is known only once loaded
     specs = [get_coupling(s).spec if parse_spec(s)[0] != "subspace" else s for s in args.couplings]
     for spec in specs:
         name, params = parse_spec(spec)
-        if name == "subspace" and "band" not in params:
-            get_coupling(spec, mask=_box(8)).check(args.num_images, (1, 8, 8))
-        else:
-            get_coupling(spec).check(args.num_images, (args.num_images,))
+        region = name == "subspace" and "band" not in params
+        coupling = get_coupling(spec, mask=_box(8)) if region else get_coupling(spec)
+        if shape is not None:
+            coupling.check(args.num_images, shape)
     if "independent" not in specs:
         specs.insert(0, "independent")
     if len(set(specs)) != len(specs):
@@ -249,7 +251,10 @@ def summary_table(rows: list[dict], job: dict) -> str:
                 deltas.append("-")
                 continue
             diff, low, high = paired_difference_ci(values, base)
-            star = " *" if low == low and (low > 0 or high < 0) else ""
+            if math.isnan(low):  # one gallery set: no interval
+                deltas.append(f"{diff:+.3g}")
+                continue
+            star = " *" if low > 0 or high < 0 else ""
             deltas.append(f"{diff:+.3g} [{low:+.3g}, {high:+.3g}]{star}")
         means.append([spec, *cells])
         if spec != "independent":
