@@ -93,10 +93,18 @@ class StudyModel:
 
 
 def lab_readout(pipe, images: torch.Tensor, prompt: str) -> dict[str, float]:
-    from couplednoise.pipelines.lab.readout import gallery_readout
+    """Coverage and alignment, and in detail: the coverage of each attribute the prompt leaves
+    open ("cov:background", ...) and the RMS pixel distance to the nearest scene ("scene_rms",
+    fidelity: ~0 for an image that is a world scene)."""
+    from couplednoise.pipelines.lab.readout import gallery_readout, nearest_scenes
 
-    summary = gallery_readout(images, prompt, pipe.world).summary()
-    return {key: summary[key] for key in ("attr_cov", "scene_cov", "alignment")}
+    readout = gallery_readout(images, prompt, pipe.world)
+    summary = readout.summary()
+    row = {key: summary[key] for key in ("attr_cov", "scene_cov", "alignment")}
+    row.update({f"cov:{n}": c.fraction for n, c in readout.attribute_coverage.items()})
+    _, distance = nearest_scenes(images, pipe.world)
+    row["scene_rms"] = float((distance / images[0].numel() ** 0.5).mean())
+    return row
 
 
 # Built-in model name -> how to read it out. The learned lab adds its entry here.
@@ -240,7 +248,25 @@ def summarise(results: dict, args: argparse.Namespace) -> list[dict]:
                     records.append(record)
                 cost = {key: sum(c[key] for c in costs) / len(costs) for key in COSTS}
                 records.append({"model": model, "K": k, "method": label, "metric": "cost", **cost})
+                records.extend(detail_records(rows, base[0], model, k, label))
     return records
+
+
+def detail_keys(rows: list[dict]) -> list[str]:
+    """The readout's numbers beyond ``METRICS`` (per-attribute coverage, fidelity), in order."""
+    return list(dict.fromkeys(key for row in rows for key in row if key not in METRICS))
+
+
+def detail_records(rows: list[dict], base: list[dict], model: str, k: int, label: str):
+    """Mean, CI and paired difference to independent of each detail, over the galleries that
+    have it (an attribute's coverage exists only where the prompt leaves it open)."""
+    for key in detail_keys(rows):
+        pairs = [(r[key], b[key]) for r, b in zip(rows, base) if key in r and key in b]
+        mean, half = t_interval([a for a, _ in pairs])
+        record = {"model": model, "K": k, "method": label, "metric": key, "mean": mean, "ci": half}
+        if label != "independent":
+            record["diff"], record["diff_ci"] = t_interval([a - b for a, b in pairs])
+        yield record
 
 
 def contrasts(results: dict, args: argparse.Namespace) -> list[dict]:
@@ -307,6 +333,7 @@ def markdown(
                     if metric != "alignment":
                         cells.append(_diff(record))
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += detail_tables(records, args)
     if pairs:
         lines += [
             "",
@@ -324,6 +351,39 @@ def markdown(
             ]
             lines.append(f"| {model} | {k} | {a} | {b} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def detail_tables(records: list[dict], args: argparse.Namespace) -> list[str]:
+    """Per model and K: each detail (per-attribute coverage, fidelity) by method, and vs indep."""
+    by_key = {(r["model"], r["K"], r["method"], r["metric"]): r for r in records}
+    lines = []
+    for model in args.models:
+        for k in args.sizes:
+            keys = [
+                r["metric"]
+                for r in records
+                if (r["model"], r["K"], r["method"]) == (model, k, "independent")
+                and r["metric"] not in (*METRICS, "cost")
+            ]
+            if not keys:
+                continue
+            lines += [
+                "",
+                f"Details, {model}, K = {k}: mean ± CI (paired difference to independent ± CI)",
+                "",
+                "| method | " + " | ".join(keys) + " |",
+                "|---|" + "---|" * len(keys),
+            ]
+            for label in args.methods:
+                cells = []
+                for key in keys:
+                    record = by_key[(model, k, label, key)]
+                    cell = _cell(record, 4 if key == "scene_rms" else 3)
+                    if "diff" in record:
+                        cell += f" ({_diff(record, 4 if key == 'scene_rms' else 3)})"
+                    cells.append(cell)
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def short_label(label: str) -> str:

@@ -208,6 +208,8 @@ class CellStore:
         return {int(s): row for s, row in json.loads(path.read_text())["galleries"].items()}
 
     def save(self, cell: Cell, rows: dict[int, dict]) -> None:
+        """Write ``rows`` merged with what the file holds now (another run may add seeds)."""
+        rows = {**self.load(cell), **rows}
         data = {"cell": asdict(cell), "galleries": {str(s): rows[s] for s in sorted(rows)}}
         write_text(self.path(cell), json.dumps(data))
 

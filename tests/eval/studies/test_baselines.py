@@ -38,6 +38,11 @@ def test_baselines_study_writes_table_records_and_costs(tmp_path):
     for metric in baselines.METRICS:  # a paired mean difference is the difference of the means
         base, coupled = records[("independent", metric)], records[("repulsive", metric)]
         assert coupled["diff"] == pytest.approx(coupled["mean"] - base["mean"], abs=1e-12)
+    # Details: every attribute "a red circle" leaves open, and the distance to the nearest scene.
+    assert {"cov:size", "cov:position", "cov:background", "scene_rms"} <= {m for _, m in records}
+    assert "cov:shape" not in {m for _, m in records}
+    assert "| method | cov:size | cov:position | cov:background | scene_rms |" in table
+    assert records[("independent", "scene_rms")]["mean"] >= 0
     contrasts = {(c["a"], c["b"], c["metric"]) for c in data["contrasts"]}
     assert ("repulsive", "independent", "attr_cov") in contrasts
     assert ("repulsive+cads", "repulsive", "l2_diversity") in contrasts

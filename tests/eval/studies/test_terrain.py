@@ -164,3 +164,11 @@ def test_grey_ms_ssim_is_the_projects_pairwise_ms_ssim_on_grey_images():
     )
     with pytest.raises(ValueError, match="three channels are equal"):
         terrain.grey_ms_ssim(torch.rand(2, 3, 16, 16))
+
+
+def test_saving_a_cell_keeps_seeds_another_run_added(tmp_path):
+    store = CellStore(tmp_path, {"setup": 1})
+    cell = Cell(50.0, 1, "repulsive", 2)
+    store.save(cell, {0: {"l2": 1.0}})
+    CellStore(tmp_path, {"setup": 1}).save(cell, {1: {"l2": 2.0}})  # a second run, seed 1
+    assert store.load(cell) == {0: {"l2": 1.0}, 1: {"l2": 2.0}}
