@@ -114,6 +114,9 @@ def figure(records: list[dict], path: Path) -> None:
         figsize=(3.4 * len(metrics), 2.6 * len(settings)),
         squeeze=False,
     )
+    # One colour per arm across all rows: a row that lacks an arm must not shift the others.
+    every_arm = list(dict.fromkeys(r["arm"] for r in records if "diff" in r))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(every_arm)}
     for row, (difficulty, steps) in enumerate(settings):
         mine = [r for r in records if (r["difficulty"], r["steps"]) == (difficulty, steps)]
         arms = list(dict.fromkeys(r["arm"] for r in mine if "diff" in r))
@@ -133,6 +136,7 @@ def figure(records: list[dict], path: Path) -> None:
                     marker="o",
                     ms=3,
                     capsize=2,
+                    color=colours[name],
                     label=name,
                 )
             ax.axhline(0, color="gray", lw=1)
@@ -144,7 +148,7 @@ def figure(records: list[dict], path: Path) -> None:
                 ax.set_ylabel(f"d {difficulty:g}, {steps} step{'s' if steps > 1 else ''}")
             if row == len(settings) - 1:
                 ax.set_xlabel("gallery size K")
-    axes[0][0].legend(fontsize=6)
+        axes[row][0].legend(fontsize=6)
     fig.suptitle("terrain model: coupled - independent, paired on seeds, mean and 95% CI")
     fig.tight_layout()
     save_figure(fig, path)

@@ -172,3 +172,21 @@ def test_saving_a_cell_keeps_seeds_another_run_added(tmp_path):
     store.save(cell, {0: {"l2": 1.0}})
     CellStore(tmp_path, {"setup": 1}).save(cell, {1: {"l2": 2.0}})  # a second run, seed 1
     assert store.load(cell) == {0: {"l2": 1.0}, 1: {"l2": 2.0}}
+
+
+def test_an_arm_keeps_its_colour_when_another_row_lacks_an_arm(monkeypatch, tmp_path):
+    """Orthogonal is run at one difficulty only; antithetic must not take its colour elsewhere."""
+    figures = []
+    monkeypatch.setattr(terrain_report, "save_figure", lambda fig, path: figures.append(fig))
+    records = [
+        {"difficulty": d, "steps": 1, "arm": arm, "metric": m, "k": k, "diff": 1.0, "diff_ci": 0.1}
+        for d, arms in ((50.0, ("repulsive", "orthogonal", "antithetic")), (90.0, ("antithetic",)))
+        for arm in arms
+        for m in ("l2", "ms_ssim", "vendi_pixel", "vendi_effnet")
+        for k in (2, 4)
+    ]
+    terrain_report.figure(records, tmp_path / "f.png")
+    axes = figures[0].axes
+    first_row = {bars.get_label(): bars.lines[0].get_color() for bars in axes[0].containers}
+    second_row = {bars.get_label(): bars.lines[0].get_color() for bars in axes[4].containers}
+    assert second_row["antithetic"] == first_row["antithetic"] != first_row["orthogonal"]
