@@ -48,6 +48,18 @@ def _load_lab(spec: str, *, device=None, dtype=None):
     return load_lab_pipeline(spec, device=device, dtype=dtype)
 
 
+def _check_learned_lab(spec: str):
+    from couplednoise.pipelines.learned_lab import parse_learned_lab_spec
+
+    return parse_learned_lab_spec(spec)
+
+
+def _load_learned_lab(spec: str, *, device=None, dtype=None):
+    from couplednoise.pipelines.learned_lab import load_learned_lab
+
+    return load_learned_lab(spec, device=device, dtype=dtype)
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "lab": BuiltinModel(
         name="lab",
@@ -55,6 +67,13 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         check=_check_lab,
         load=_load_lab,
         defaults={"steps": 20, "guidance": 1.0},
+    ),
+    "learned-lab": BuiltinModel(
+        name="learned-lab",
+        description="learned lab: a small UNet the project trained on Fashion-MNIST composites",
+        check=_check_learned_lab,
+        load=_load_learned_lab,
+        defaults={"steps": 25, "guidance": 3.0},
     ),
 }
 
