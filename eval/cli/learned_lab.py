@@ -28,14 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--out", type=Path, required=True, help="run folder (checkpoint.pt)")
     train.add_argument("--steps", type=int_in(1, MAX_TRAIN_STEPS), default=6000)
     train.add_argument("--batch-size", type=int_in(1, 4096), default=32)
-    train.add_argument("--lr", type=float_in(1e-7, 1.0), default=3e-4)
+    train.add_argument("--lr", type=float_in(1e-7, 1.0), default=5e-4)
     train.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     train.add_argument("--checkpoint-every", type=int_in(1, MAX_TRAIN_STEPS), default=200)
     _add_common(train)
 
     classifiers = sub.add_parser("classifiers", help="train the ground-truth classifiers")
     classifiers.add_argument("--out", type=Path, required=True, help="run folder")
-    classifiers.add_argument("--steps", type=int_in(1, MAX_TRAIN_STEPS), default=3000)
+    classifiers.add_argument("--steps", type=int_in(1, MAX_TRAIN_STEPS), default=5000)
+    classifiers.add_argument("--width", type=int_in(4, 512), default=48, help="CNN base width")
     classifiers.add_argument("--batch-size", type=int_in(1, 4096), default=64)
     classifiers.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     _add_common(classifiers)
@@ -44,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     export.add_argument("--run", type=Path, required=True, help="denoiser run folder")
     export.add_argument("--classifiers", type=Path, required=True, help="classifier run folder")
     export.add_argument("--weights", type=Path, help="target folder (default: the package's)")
+    export.add_argument("--check", type=Path, help="a `check --json` file for the model card")
 
     check = sub.add_parser("check", help="measure the quality bar and the memorisation check")
     check.add_argument("--weights", type=Path, help="weights folder (default: the package's)")
@@ -54,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     check.add_argument("--seeds", type=seed_list, default=seed_list("0"))
     check.add_argument("--json", type=Path, help="write the figures here")
     _add_common(check)
+
+    figures = sub.add_parser("figures", help="training curve and sample grids for the docs")
+    figures.add_argument("--weights", type=Path, help="weights folder (default: the package's)")
+    figures.add_argument("--guidance", type=float_in(0.0, 100.0), default=None)
+    figures.add_argument("--out", type=Path, default=Path("docs"), help="folder for the PNGs")
+    figures.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
+    _add_common(figures)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +80,14 @@ def run(args: argparse.Namespace) -> int:
 
     if hasattr(args, "threads"):
         torch.set_num_threads(args.threads)
-    return {"train": _train, "classifiers": _classifiers, "export": _export, "check": _check}[
-        args.action
-    ](args)
+    actions = {
+        "train": _train,
+        "classifiers": _classifiers,
+        "export": _export,
+        "check": _check,
+        "figures": _figures,
+    }
+    return actions[args.action](args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -96,7 +110,9 @@ def _train(args: argparse.Namespace) -> int:
 def _classifiers(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.learned_lab.classifier import ClassifierConfig, train_classifier
 
-    config = ClassifierConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    config = ClassifierConfig(
+        steps=args.steps, batch_size=args.batch_size, seed=args.seed, width=args.width
+    )
     state = train_classifier(config, args.out, progress=not args.no_progress)
     print(json.dumps({"step": state.step, "test_accuracy": state.accuracy}, indent=1))
     return 0
@@ -105,7 +121,8 @@ def _classifiers(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.learned_lab.load import export_weights
 
-    target = export_weights(args.run, args.classifiers, args.weights)
+    check = json.loads(args.check.read_text()) if args.check else None
+    target = export_weights(args.run, args.classifiers, args.weights, check=check)
     print(f"wrote {target}")
     return 0
 
@@ -191,3 +208,47 @@ def pipe_default(name: str) -> float:
     from couplednoise.pipelines.learned_lab.pipeline import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
     return {"guidance": DEFAULT_GUIDANCE, "steps": DEFAULT_STEPS}[name]
+
+
+def _figures(args: argparse.Namespace) -> int:
+    """docs/learned_lab_training.png (the loss curve) and learned_lab_samples.png (one row per
+    prompt: two held-out composites, then six samples)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from couplednoise.eval.runs.atomic import save_figure
+    from couplednoise.eval.runs.images import image_grid, save_image
+    from couplednoise.pipelines.learned_lab.load import load_learned_lab, training_record
+    from couplednoise.pipelines.learned_lab.prompts import parse_prompt, prompt_of
+    from couplednoise.pipelines.learned_lab.world import ATTRIBUTES, render
+
+    record = training_record(args.weights)["denoiser"]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot([r["step"] for r in record["losses"]], [r["loss"] for r in record["losses"]])
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("min-SNR weighted v loss")
+    ax.set_title(f"learned lab: training loss (batch {record['config']['batch_size']})")
+    fig.tight_layout()
+    save_figure(fig, args.out / "learned_lab_training.png")
+
+    spec = f"learned-lab:weights={args.weights}" if args.weights else "learned-lab"
+    pipe = load_learned_lab(spec)
+    call = {} if args.guidance is None else {"guidance_scale": args.guidance}
+    g = torch.Generator().manual_seed(args.seed)
+    rows, labels = [], []
+    for j in range(6):
+        codes = torch.tensor([[j % 7, j % 6, j % 4, (j + 2) % 6]])
+        constraints = {n: ATTRIBUTES[n][c] for n, c in zip(ATTRIBUTES, codes[0].tolist())}
+        prompt = prompt_of(constraints)
+        parse_prompt(prompt)
+        real = render(codes.expand(2, -1), "test", generator=g).images
+        fake = pipe(prompt, num_images_per_prompt=6, generator=g, output_type="pt", **call).images
+        rows.append(torch.nn.functional.interpolate(torch.cat([real, fake]), scale_factor=3))
+        labels.append(f"{prompt}: 2 training composites (held-out split), 6 samples")
+    save_image(image_grid(rows, labels=labels), args.out / "learned_lab_samples.png")
+    print(f"wrote {args.out / 'learned_lab_training.png'}, {args.out / 'learned_lab_samples.png'}")
+    return 0

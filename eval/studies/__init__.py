@@ -14,4 +14,8 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.background_lab",
         "the fixed-object task on the lab against ground truth (shares x dilations)",
     ),
+    "learned-lab": (
+        "couplednoise.eval.studies.learned_lab",
+        "every coupling vs independent on the learned lab",
+    ),
 }

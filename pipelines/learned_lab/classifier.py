@@ -97,11 +97,11 @@ def held_out_sample(n: int, seed: int = EVAL_SEED):
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    steps: int = 3000
+    steps: int = 5000
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
-    width: int = 32
+    width: int = 48
     eval_size: int = 4000
     checkpoint_every: int = 500
 

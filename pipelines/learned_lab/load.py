@@ -115,11 +115,17 @@ def training_record(weights: str | Path | None = None) -> dict:
 
 
 def export_weights(
-    run_dir: str | Path, classifier_dir: str | Path, target: str | Path | None = None
+    run_dir: str | Path,
+    classifier_dir: str | Path,
+    target: str | Path | None = None,
+    *,
+    check: dict | None = None,
 ) -> Path:
-    """Write the EMA denoiser (UNet in float16) and the classifier from their run folders."""
+    """Write the EMA denoiser (UNet in float16), the classifier and MODEL_CARD.md (with the
+    quality check's figures if ``check`` is given) from the run folders."""
     from safetensors.torch import save_file
 
+    from couplednoise.pipelines.learned_lab.card import model_card
     from couplednoise.pipelines.learned_lab.classifier import CHECKPOINT, load_classifier_state
     from couplednoise.pipelines.learned_lab.train import CHECKPOINT as DENOISER
     from couplednoise.pipelines.learned_lab.train import load_state
@@ -146,4 +152,5 @@ def export_weights(
         "classifier": {"config": asdict(classifier.config), "step": classifier.step},
     }
     (target / "training.json").write_text(json.dumps(training, indent=1) + "\n")
+    (target / "MODEL_CARD.md").write_text(model_card(training, classifier.accuracy, check))
     return target

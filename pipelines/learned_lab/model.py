@@ -25,7 +25,7 @@ from couplednoise.pipelines.learned_lab.world import NUM_VALUES, SIZE
 class ModelConfig:
     """Sizes of the UNet and the prompt encoder (the defaults are the committed model's)."""
 
-    channels: tuple[int, ...] = (32, 64, 128)
+    channels: tuple[int, ...] = (32, 64, 64)
     attention: tuple[bool, ...] = (False, False, True)  # cross-attention blocks per level
     layers_per_block: int = 1
     token_dim: int = 64
@@ -101,7 +101,7 @@ def build_unet(config: ModelConfig) -> UNet2DConditionModel:
 
 
 class Denoiser(nn.Module):
-    """UNet + prompt encoder: predict the noise of x_t [B, 3, 32, 32] at timesteps t [B]."""
+    """UNet + prompt encoder: the model output (v, see train.py) for x_t [B, 3, 32, 32] at t [B]."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
