@@ -26,7 +26,8 @@ class BuiltinModel:
     ``check(spec)`` validates the spec without loading anything (ValueError naming the option);
     ``load(spec, device=, dtype=)`` returns a ready pipeline; ``defaults`` are the steps and
     guidance that suit it; ``requires`` is the pip extra it needs (None: always installed);
-    ``latent_shape(spec, height, width)`` the per-sample noise shape, known before loading.
+    ``latent_shape(spec, height, width)`` the per-sample noise shape, known before loading;
+    ``prompts`` are example prompts in the model's own prompt language (the demo's defaults).
     """
 
     name: str
@@ -36,6 +37,7 @@ class BuiltinModel:
     defaults: dict[str, float]
     requires: str | None = None
     latent_shape: Callable[[str, int | None, int | None], tuple[int, ...]] | None = None
+    prompts: tuple[str, ...] = ()
 
 
 def _check_lab(spec: str):
@@ -67,6 +69,25 @@ def _load_terrain(spec: str, *, device=None, dtype=None):
     return load_terrain_pipeline(spec, device=device, dtype=dtype)
 
 
+def _check_learned_lab(spec: str):
+    from couplednoise.pipelines.learned_lab import parse_learned_lab_spec
+
+    return parse_learned_lab_spec(spec)
+
+
+def _load_learned_lab(spec: str, *, device=None, dtype=None):
+    from couplednoise.pipelines.learned_lab import load_learned_lab
+
+    return load_learned_lab(spec, device=device, dtype=dtype)
+
+
+def _learned_lab_latent_shape(spec: str, height: int | None, width: int | None) -> tuple[int, ...]:
+    from couplednoise.pipelines.learned_lab.world import SIZE
+
+    _check_learned_lab(spec)
+    return (3, SIZE, SIZE)
+
+
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "lab": BuiltinModel(
         name="lab",
@@ -75,6 +96,12 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         load=_load_lab,
         defaults={"steps": 20, "guidance": 1.0},
         latent_shape=_lab_latent_shape,
+        prompts=(
+            "a red circle",
+            "a square on a blue background",
+            "a large green triangle",
+            "a diamond on the left",
+        ),
     ),
     "terrain": BuiltinModel(
         name="terrain",
@@ -84,6 +111,21 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         load=_load_terrain,
         defaults={"steps": 1, "guidance": 1.0},
         requires="terrain",
+        prompts=("difficulty 20", "difficulty 50", "difficulty 90"),
+    ),
+    "learned-lab": BuiltinModel(
+        name="learned-lab",
+        description="learned lab: a small UNet the project trained on Fashion-MNIST composites",
+        check=_check_learned_lab,
+        load=_load_learned_lab,
+        defaults={"steps": 25, "guidance": 3.0},
+        latent_shape=_learned_lab_latent_shape,
+        prompts=(
+            "a red sneaker",
+            "a bag on brick",
+            "a blue thing on the left",
+            "a white dress on grass",
+        ),
     ),
 }
 
@@ -106,6 +148,12 @@ def check_model_spec(spec: str) -> BuiltinModel | None:
     if model is not None:
         model.check(spec)
     return model
+
+
+def example_prompts(spec: str) -> tuple[str, ...]:
+    """Example prompts for a built-in model (empty for a checkpoint: any text works)."""
+    entry = builtin_model(spec)
+    return entry.prompts if entry is not None else ()
 
 
 def model_defaults(model: str | Any) -> dict[str, float]:

@@ -35,6 +35,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "fixed-object background generation with subspace coupling",
     ),
     "study": ("couplednoise.eval.cli.study", "the studies behind the documentation's tables"),
+    "learned-lab": ("couplednoise.eval.cli.learned_lab", "train, export and check the learned lab"),
 }
 
 

@@ -36,12 +36,6 @@ from couplednoise.eval.cli.options import (
 DEFAULT_OUT = "couplednoise-demo"
 DEFAULT_SEEDS = "0-7"
 DEFAULT_COUPLINGS = ("independent", "repulsive", "orthogonal", "subspace")
-LAB_PROMPTS = (
-    "a red circle",
-    "a square on a blue background",
-    "a large green triangle",
-    "a diamond on the left",
-)
 SD_PROMPTS = (
     "a photo of a cat",
     "a bowl of fruit on a wooden table",
@@ -110,7 +104,7 @@ def plan(args: argparse.Namespace) -> dict:
     """Every option resolved and checked, the model included (ValueError before any work)."""
     from couplednoise import get_coupling, parse_spec
     from couplednoise.eval.runs.folders import check_output_folder
-    from couplednoise.pipelines.builtin import model_defaults
+    from couplednoise.pipelines.builtin import example_prompts, model_defaults
     from couplednoise.pipelines.loading import check_model, is_lab, planned_latent_shape
 
     check_model(args.model)
@@ -129,7 +123,7 @@ def plan(args: argparse.Namespace) -> dict:
     check_output_folder(args.out, KIND, overwrite=True)
     lab = is_lab(args.model)
     defaults = model_defaults(args.model)
-    prompts = list(args.prompts or (LAB_PROMPTS if lab else SD_PROMPTS))
+    prompts = list(args.prompts or example_prompts(args.model) or SD_PROMPTS)
     if len(set(prompts)) != len(prompts) or not all(p.strip() for p in prompts):
         raise ValueError("--prompts must be distinct and non-empty")
     return {

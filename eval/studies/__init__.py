@@ -23,4 +23,8 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.terrain",
         "every coupling vs independent on the trained terrain model",
     ),
+    "learned-lab": (
+        "couplednoise.eval.studies.learned_lab",
+        "every coupling vs independent on the learned lab",
+    ),
 }

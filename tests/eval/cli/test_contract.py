@@ -17,6 +17,7 @@ REQUIRED = {
     "eval": ["CONFIG"],
     "report": ["RUN"],
     "background": ["--model", "lab", "--lab-scene", "1", "--out", "OUT"],
+    "learned-lab": ["check"],
 }
 # One typed bad value per subcommand: the check that names it.
 BAD_VALUES = {
@@ -26,6 +27,7 @@ BAD_VALUES = {
     "eval": (["--num-images", "1"], r"--num-images: 1 is not a whole number in"),
     "report": (["--max-grids", "-1"], r"--max-grids: -1 is not a whole number in"),
     "background": (["--share", "2"], r"--share: 2 is not a number in \[0.0, 1.0\]"),
+    "learned-lab": (["--guidance", "-1"], r"--guidance: -1 is not a number in"),
 }
 
 

@@ -1,0 +1,183 @@
+"""LearnedLabPipeline: the learned lab as a diffusers pipeline (pixel space, 32 x 32 RGB).
+
+    pipe = load_learned_lab()                                   # committed weights, DDIM
+    out = pipe("a red sneaker on brick", num_images_per_prompt=4, generator=g)
+    out.images                                                  # PIL images (output_type="pil")
+
+The call shape of Stable Diffusion's pipelines (``prompt``, ``negative_prompt``,
+``guidance_scale``, ``num_images_per_prompt``, ``latents``, ``generator``, ``output_type``,
+``num_inference_steps``, ``eta``), and the attributes ``couplednoise.latents_for`` reads:
+``unet`` is the real UNet2DConditionModel (``config.in_channels`` = 3, ``config.sample_size`` =
+32) and ``vae_scale_factor`` = 1, so latents are [B, 3, 32, 32]. ``latents=`` are unit
+variance and multiplied by ``scheduler.init_noise_sigma`` here, as diffusers does. Any diffusers
+scheduler built from ``scheduler_config()`` samples it (the model predicts epsilon on DDPM's
+linear schedule); swapping in a ``DDIMInverseScheduler`` runs DDIM inversion (``invert``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UNet2DConditionModel,
+)
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from couplednoise.pipelines.learned_lab.model import PromptEncoder
+from couplednoise.pipelines.learned_lab.prompts import prompt_codes
+from couplednoise.pipelines.learned_lab.train import scheduler_config
+from couplednoise.pipelines.learned_lab.world import SIZE
+
+_SAMPLING = {"timestep_spacing": "trailing"}  # the first step starts from pure noise (t = 999)
+SCHEDULERS = {
+    "ddim": lambda: DDIMScheduler(
+        **scheduler_config(), **_SAMPLING, clip_sample=False, set_alpha_to_one=True
+    ),
+    "ddpm": lambda: DDPMScheduler(**scheduler_config(), **_SAMPLING, clip_sample=False),
+    "euler": lambda: EulerDiscreteScheduler(**scheduler_config(), **_SAMPLING),
+    "euler_a": lambda: EulerAncestralDiscreteScheduler(**scheduler_config(), **_SAMPLING),
+    "dpm": lambda: DPMSolverMultistepScheduler(**scheduler_config(), **_SAMPLING),
+}
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_STEPS = 25
+
+
+@dataclass
+class LearnedLabPipelineOutput(BaseOutput):
+    """``images``: list of PIL images, np.ndarray [N, 32, 32, 3] or Tensor [N, 3, 32, 32] in
+    [0, 1], or the final latents in model space [-1, 1] (output_type "latent")."""
+
+    images: Any
+
+
+class LearnedLabPipeline(DiffusionPipeline):
+    """Text-to-image for the learned lab: prompt encoder -> UNet -> any diffusers scheduler."""
+
+    model_cpu_offload_seq = "prompt_encoder->unet"
+
+    def __init__(self, unet: UNet2DConditionModel, prompt_encoder: PromptEncoder, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, prompt_encoder=prompt_encoder, scheduler=scheduler)
+        self.vae_scale_factor = 1
+        self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
+
+    def encode_prompt(self, prompts: list[str], num_images_per_prompt: int) -> torch.Tensor:
+        """Prompt tokens [P * n, 4, D], prompt-major, on the UNet's device and dtype."""
+        codes = prompt_codes(prompts).to(self.prompt_encoder.device)
+        tokens = self.prompt_encoder(codes).to(self.unet.dtype)
+        return tokens.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def predict_noise(
+        self, x: torch.Tensor, t, tokens: torch.Tensor, negative: torch.Tensor | None, scale: float
+    ) -> torch.Tensor:
+        """The guided model output for x [B, 3, 32, 32]: u + scale (c - u), or c without ``negative``."""
+        if negative is None:
+            return self._unet(x, t, tokens)
+        both = self._unet(torch.cat([x, x]), t, torch.cat([negative, tokens]))
+        uncond, cond = both.chunk(2)
+        return uncond + scale * (cond - uncond)
+
+    def _unet(self, x: torch.Tensor, t, tokens: torch.Tensor) -> torch.Tensor:
+        return self.unet(
+            x.to(self.unet.dtype), t, encoder_hidden_states=tokens, class_labels=tokens.flatten(1)
+        ).sample
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] = "",
+        num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
+        num_inference_steps: int = DEFAULT_STEPS,
+        guidance_scale: float = DEFAULT_GUIDANCE,
+        negative_prompt: str | list[str] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        eta: float = 0.0,
+        output_type: str = "pil",
+        height: int | None = None,
+        width: int | None = None,
+        return_dict: bool = True,
+    ):
+        """Sample images for ``prompt``; returns LearnedLabPipelineOutput (``.images``) or a tuple.
+
+        guidance_scale > 1 runs classifier-free guidance against ``negative_prompt`` ("" = every
+        attribute open, the unconditional model); <= 1 evaluates the prompt alone.
+        """
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negatives = self._check_call(
+            prompts, negative_prompt, num_images_per_prompt, num_inference_steps, output_type,
+            height, width, guidance_scale,
+        )  # fmt: skip
+        batch = len(prompts) * num_images_per_prompt
+        shape = (batch, self.unet.config.in_channels, SIZE, SIZE)
+        device, dtype = self._execution_device, self.unet.dtype
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(
+                f"latents have shape {tuple(latents.shape)}, expected {shape} ({len(prompts)} "
+                f"prompt(s) x {num_images_per_prompt} images, 3 x {SIZE} x {SIZE} pixels)"
+            )
+        latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
+        tokens = self.encode_prompt(prompts, num_images_per_prompt)
+        guided = guidance_scale > 1.0
+        negative = self.encode_prompt(negatives, num_images_per_prompt) if guided else None
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        extra = self.prepare_extra_step_kwargs(generator, eta)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x = self.scheduler.scale_model_input(latents, t)
+            noise = self.predict_noise(x, t, tokens, negative, guidance_scale)
+            latents = self.scheduler.step(noise, t, latents, **extra).prev_sample
+        if output_type == "latent":
+            images = latents
+        else:
+            images = self.image_processor.postprocess(latents.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        return LearnedLabPipelineOutput(images=images) if return_dict else (images,)
+
+    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict:
+        """``eta`` / ``generator`` for the schedulers whose ``step`` takes them (as diffusers)."""
+        import inspect
+
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        extra = {}
+        if "eta" in params:
+            extra["eta"] = eta
+        if "generator" in params:
+            extra["generator"] = generator
+        return extra
+
+    def _check_call(
+        self, prompts, negative_prompt, num_images, steps, output_type, height, width, scale
+    ) -> list[str]:
+        """Validate a call before any work; returns the negative prompt of each prompt."""
+        if not prompts:
+            raise ValueError("prompt must be a string or a non-empty list of strings")
+        if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive int, got {steps!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if not isinstance(scale, (int, float)) or scale != scale or scale < 0:
+            raise ValueError(f"guidance_scale must be a number >= 0, got {scale!r}")
+        for side, name in ((height, "height"), (width, "width")):
+            if side is not None and side != SIZE:
+                raise ValueError(f"{name}={side}: the learned lab generates {SIZE} x {SIZE} images")
+        negatives = "" if negative_prompt is None else negative_prompt
+        negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
+        if len(negatives) != len(prompts):
+            raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        prompt_codes([*prompts, *negatives])  # ValueError / TypeError naming a bad prompt
+        return negatives
