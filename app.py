@@ -43,6 +43,7 @@ from couplednoise.eval.demo.comparison import (
     write_run_zip,
 )
 from couplednoise.eval.demo.engine import LAB_SIZE_RANGE, Models, model_defaults, size_range
+from couplednoise.pipelines.builtin import example_prompts, installed_builtins
 
 MAX_UPLOAD = "16mb"  # an uploaded background image for the mask editor
 MAX_BODY_BYTES = 32 * 2**20  # any request body (a painted mask arrives as base64 in the body)
@@ -240,16 +241,19 @@ class Demo:
         )
 
     def model_settings(self, model: str, progress=gr.Progress()):  # noqa: B008
-        """Size range, steps and guidance for ``model`` (loading it on first selection)."""
+        """Size range, steps, guidance and, for a built-in model, an example prompt in its own
+        prompt language, for ``model`` (loading it on first selection)."""
         with readable_errors():
             progress(0.0, desc=f"loading {model}")
             pipe = self.models.get(model)
         low, high, step, default = size_range(pipe, self.limits.max_size)
         defaults = model_defaults(pipe)
+        prompts = example_prompts(model)
         return (
             gr.update(minimum=low, maximum=high, step=step, value=default),
             gr.update(value=min(defaults["steps"], self.limits.max_steps)),
             gr.update(value=defaults["guidance"]),
+            gr.update(value=prompts[0]) if prompts else gr.update(),
         )
 
 
@@ -436,7 +440,7 @@ def build_demo(
         shown = [controls[name] for name in COUPLING_CONTROLS]
         for trigger in (coupling, region):
             trigger.change(coupling_controls, [coupling, region], shown, queue=False)
-        settings = [controls[name] for name in ("size", "steps", "guidance")]
+        settings = [controls[name] for name in ("size", "steps", "guidance", "prompt")]
         model.change(state.model_settings, model, settings, concurrency_limit=1)
         # the generate API takes the controls in the order of Demo.request's arguments
         names = list(inspect.signature(Demo.request).parameters)[1:]
@@ -514,6 +518,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a diffusers folder or a hub id in the local HF cache (repeatable); "
         "the lab model is always offered",
     )
+    parser.add_argument(
+        "--no-builtins",
+        action="store_true",
+        help="offer only the lab and the --model entries (default: also every built-in model "
+        "that is installed here, e.g. terrain, learned-lab)",
+    )
     parser.add_argument("--port", type=int, default=None, help="port (default: 7860 or next free)")
     parser.add_argument(
         "--clip",
@@ -552,7 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, MissingWeightsError) as error:
         raise SystemExit(f"--clip: {error}") from error
     limits = Limits(args.max_images, args.max_steps, args.max_size)
-    models = Models(args.model, device=args.device)
+    builtins = [] if args.no_builtins else installed_builtins()[0]
+    models = Models([*builtins, *args.model], device=args.device)
     for name, reason in models.skipped.items():
         print(f"app.py: --model {name} is not offered: {reason}", file=sys.stderr)
     warm_up(models)

@@ -70,9 +70,14 @@ def _load_terrain(spec: str, *, device=None, dtype=None):
 
 
 def _check_learned_lab(spec: str):
-    from couplednoise.pipelines.learned_lab import parse_learned_lab_spec
+    from couplednoise.pipelines.learned_lab.load import parse_learned_lab_spec, weights_dir
 
-    return parse_learned_lab_spec(spec)
+    options = parse_learned_lab_spec(spec)
+    try:
+        weights_dir(options.get("weights") or None)
+    except FileNotFoundError as error:  # a spec check raises ValueError, before anything loads
+        raise ValueError(str(error)) from error
+    return options
 
 
 def _load_learned_lab(spec: str, *, device=None, dtype=None):
@@ -148,6 +153,20 @@ def check_model_spec(spec: str) -> BuiltinModel | None:
     if model is not None:
         model.check(spec)
     return model
+
+
+def installed_builtins() -> tuple[list[str], dict[str, str]]:
+    """Built-in models that can run here (their extra installed, their weights present), and
+    the reason each other one cannot."""
+    ready, missing = [], {}
+    for name, entry in BUILTIN_MODELS.items():
+        try:
+            entry.check(name)
+        except ValueError as error:
+            missing[name] = str(error)
+        else:
+            ready.append(name)
+    return ready, missing
 
 
 def example_prompts(spec: str) -> tuple[str, ...]:

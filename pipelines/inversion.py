@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from couplednoise.pipelines.loading import detect_family, dtype_keyword
 
-INVERTIBLE_FAMILIES = ("sd15", "sdxl", "sd3", "lab")
+INVERTIBLE_FAMILIES = ("sd15", "sdxl", "sd3", "lab", "learned-lab")
+PIXEL_SPACE_FAMILIES = ("lab", "learned-lab")  # no VAE: the model's range is [-1, 1]
 
 
 def encode_image(pipe, image: torch.Tensor) -> torch.Tensor:
@@ -33,7 +34,7 @@ def encode_image(pipe, image: torch.Tensor) -> torch.Tensor:
     """
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be [N, 3, H, W] in [0, 1], got shape {tuple(image.shape)}")
-    if detect_family(pipe) == "lab":  # pixel space, model range [-1, 1]
+    if detect_family(pipe) in PIXEL_SPACE_FAMILIES:
         return image.float().to(pipe.device) * 2 - 1
     vae = pipe.vae
     dtype = vae.dtype

@@ -26,6 +26,7 @@ FAMILY_BY_CLASS = {
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusion3Pipeline": "sd3",
     "LabPipeline": "lab",
+    "LearnedLabPipeline": "learned-lab",
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")

@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from couplednoise.eval.runs.stats import t_interval
+
 
 def study_args(args: argparse.Namespace) -> dict[str, Any]:
     """A study's arguments as JSON-able data (paths as strings), for its .json output."""
@@ -14,3 +18,29 @@ def study_args(args: argparse.Namespace) -> dict[str, Any]:
         for key, value in vars(args).items()
         if key not in ("command", "study")
     }
+
+
+def summarise_cells(
+    results: dict, couplings: list[str], sizes: list[int], metrics: tuple[str, ...]
+) -> list[dict]:
+    """One record per (coupling, K, metric) from ``results[(coupling, K)]`` = per-gallery rows
+    (gallery i of every coupling drawn from the same seed): mean and 95% CI, the paired
+    difference to independent, and ``expected_independent`` when the rows carry
+    ``expected_<metric>``."""
+    records = []
+    for k in sizes:
+        base = results[("independent", k)] if "independent" in couplings else None
+        for coupling in couplings:
+            rows = results[(coupling, k)]
+            for metric in metrics:
+                values = torch.tensor([r[metric] for r in rows])
+                mean, half = t_interval(values)
+                record = {"coupling": coupling, "K": k, "metric": metric, "mean": mean, "ci": half}
+                if base is not None and coupling != "independent":
+                    diff = values - torch.tensor([r[metric] for r in base])
+                    record["diff"], record["diff_ci"] = t_interval(diff)
+                expected_key = f"expected_{metric}"
+                if expected_key in rows[0]:
+                    record["expected_independent"] = sum(r[expected_key] for r in rows) / len(rows)
+                records.append(record)
+    return records

@@ -22,10 +22,9 @@ from tqdm.auto import tqdm
 
 from couplednoise.eval.cli.options import MAX_IMAGES, MAX_STEPS, int_in, int_list, seed_list
 from couplednoise.eval.runs.atomic import save_figure, write_text
-from couplednoise.eval.runs.stats import t_interval
 from couplednoise.eval.runs.tables import format_pm
 from couplednoise.eval.runs.tables import markdown_table as md_table
-from couplednoise.eval.studies.common import study_args
+from couplednoise.eval.studies.common import study_args, summarise_cells
 
 DEFAULT_PROMPTS = (
     "a red circle on a white background",
@@ -86,27 +85,6 @@ def run_galleries(
             }
         )
     return rows
-
-
-def summarise(results: dict, couplings: list[str], sizes: list[int]) -> list[dict]:
-    """One record per (coupling, K, metric): mean, CI, paired difference to independent."""
-    records = []
-    for k in sizes:
-        base = results[("independent", k)] if "independent" in couplings else None
-        for coupling in couplings:
-            rows = results[(coupling, k)]
-            for metric in METRICS:
-                values = torch.tensor([r[metric] for r in rows])
-                mean, half = t_interval(values)
-                record = {"coupling": coupling, "K": k, "metric": metric, "mean": mean, "ci": half}
-                if base is not None and coupling != "independent":
-                    diff = values - torch.tensor([r[metric] for r in base])
-                    record["diff"], record["diff_ci"] = t_interval(diff)
-                expected_key = f"expected_{metric}"
-                if expected_key in rows[0]:
-                    record["expected_independent"] = sum(r[expected_key] for r in rows) / len(rows)
-                records.append(record)
-    return records
 
 
 def markdown_table(records: list[dict], args: argparse.Namespace) -> str:
@@ -215,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
             for prompt in args.prompts
             for row in run_galleries(pipe, prompt, coupling, k, args.seeds, args.steps)
         ]
-    records = summarise(results, args.couplings, args.sizes)
+    records = summarise_cells(results, args.couplings, args.sizes, METRICS)
     table = markdown_table(records, args)
     figure(records, args, args.out / "lab_study.png")
     write_text(args.out / "lab_study.md", table + "\n")

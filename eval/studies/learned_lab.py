@@ -29,8 +29,7 @@ from couplednoise.eval.cli.options import (
     seed_list,
 )
 from couplednoise.eval.runs.atomic import save_figure, write_text
-from couplednoise.eval.runs.stats import t_interval
-from couplednoise.eval.studies.common import study_args
+from couplednoise.eval.studies.common import study_args, summarise_cells
 
 DEFAULT_PROMPTS = ("a red sneaker", "a bag on brick", "a white thing on the left")
 DEFAULT_COUPLINGS = (
@@ -90,28 +89,6 @@ def run_galleries(pipe, classifier, prompt: str, coupling: str, k: int, seeds, *
             }
         )
     return rows
-
-
-def summarise(results: dict, couplings: list[str], sizes: list[int]) -> list[dict]:
-    """One record per (coupling, K, metric): mean, CI, paired difference to independent."""
-    records = []
-    for k in sizes:
-        base = results.get(("independent", k))
-        for coupling in couplings:
-            rows = results[(coupling, k)]
-            for metric in METRICS:
-                values = torch.tensor([r[metric] for r in rows])
-                mean, half = t_interval(values)
-                record = {"coupling": coupling, "K": k, "metric": metric, "mean": mean, "ci": half}
-                if base is not None and coupling != "independent":
-                    diff = values - torch.tensor([r[metric] for r in base])
-                    record["diff"], record["diff_ci"] = t_interval(diff)
-                if metric == "attr_cov":
-                    record["expected_independent"] = sum(
-                        r["expected_attr_cov"] for r in rows
-                    ) / len(rows)
-                records.append(record)
-    return records
 
 
 def markdown_table(records: list[dict], args: argparse.Namespace, call: dict) -> str:
@@ -220,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
             for prompt in args.prompts
             for row in run_galleries(pipe, classifier, prompt, coupling, k, args.seeds, **call)
         ]
-    records = summarise(results, args.couplings, args.sizes)
+    records = summarise_cells(results, args.couplings, args.sizes, METRICS)
     table = markdown_table(records, args, call)
     figure(records, args, args.out / "learned_lab_study.png")
     write_text(args.out / "learned_lab_study.md", table + "\n")

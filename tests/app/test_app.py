@@ -3,6 +3,7 @@ gradio_client (queue only, serialised per pipeline, size caps)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 
@@ -168,9 +169,29 @@ def test_models_offers_only_the_named_ones_and_the_lab_at_its_sizes(models):
 
 def test_model_settings_follow_the_chosen_model(models, tmp_path):
     demo = app.Demo(models, Limits(max_steps=12), None, tmp_path)
-    size, steps, guidance = demo.model_settings("lab")
+    size, steps, guidance, prompt = demo.model_settings("lab")
     assert (size["minimum"], size["maximum"], size["step"], size["value"]) == (32, 64, 32, 32)
     assert (steps["value"], guidance["value"]) == (12, 1.0)  # lab default 20, capped at 12
+    assert prompt["value"] == "a red circle"  # the lab's own prompt language
+
+
+def test_installed_builtin_models_are_offered_and_missing_ones_say_why(monkeypatch):
+    from couplednoise.pipelines import builtin
+
+    ready, missing = builtin.installed_builtins()
+    assert {"lab", "learned-lab"} <= set(ready)
+    assert "terrain" in ready or "pip install" in missing["terrain"]  # an optional extra
+    offered = Models(ready, device="cpu")
+    assert offered.names[0] == "lab" and set(ready) <= set(offered.names)
+    entry = dataclasses.replace(builtin.BUILTIN_MODELS["learned-lab"], check=_no_weights)
+    monkeypatch.setitem(builtin.BUILTIN_MODELS, "learned-lab", entry)
+    ready, missing = builtin.installed_builtins()
+    assert "learned-lab" not in ready and "no weights" in missing["learned-lab"]
+    assert app.parse_args(["--no-builtins"]).no_builtins and not app.parse_args([]).no_builtins
+
+
+def _no_weights(spec):
+    raise ValueError("no weights here")
 
 
 # --- the comparison on the lab model ---------------------------------------------------------

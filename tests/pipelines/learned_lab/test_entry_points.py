@@ -61,3 +61,23 @@ def test_the_web_demo_engine_offers_and_loads_it():
     assert "learned-lab" in models.names
     with models.lease("learned-lab", None) as pipe:
         assert type(pipe).__name__ == "LearnedLabPipeline"
+
+
+def test_background_keeps_a_held_out_object_through_inversion(tmp_path, capsys):
+    import torch
+    from PIL import Image
+
+    from couplednoise.pipelines.learned_lab.world import sample_composites
+
+    ref = sample_composites(1, "test", generator=torch.Generator().manual_seed(3))
+    Image.fromarray((ref.images[0].permute(1, 2, 0) * 255).round().byte().numpy()).save(
+        tmp_path / "ref.png"
+    )
+    Image.fromarray(((ref.masks[0] > 0.5) * 255).byte().numpy()).save(tmp_path / "mask.png")
+    out = tmp_path / "bg"
+    argv = ["background", "--model", "learned-lab", "--image", str(tmp_path / "ref.png")]
+    argv += ["--mask", str(tmp_path / "mask.png"), "--prompt", "a thing on brick", "-n", "2"]
+    argv += ["--share", "1", "--steps", "4", "--lpips", "none", "--clip", "none"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    galleries = json.loads((out / "galleries.json").read_text())
+    assert {g["method"] for g in galleries} == {"subspace", "inversion"}

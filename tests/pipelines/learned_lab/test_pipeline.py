@@ -144,17 +144,20 @@ def test_bad_calls_are_clear_errors(learned_pipe, kwargs, message):
 def test_ddim_inversion_reconstructs_a_held_out_composite(learned_pipe):
     # The project's DDIM inversion (pipelines/inversion.py) drives this pipeline's own loop with
     # DDIMInverseScheduler; the matching DDIM sampler maps the inverted noise back to the image.
-    image = sample_composites(2, "test", generator=torch.Generator().manual_seed(3)).images
+    image = sample_composites(8, "test", generator=torch.Generator().manual_seed(3)).images
     noise = ddim_invert(
         learned_pipe, image * 2 - 1, prompt="", num_inference_steps=50, progress=False
     )
-    assert noise.shape == (2, 3, 32, 32)
+    assert noise.shape == (8, 3, 32, 32)
     sampler = derive_pipeline(
         LearnedLabPipeline, learned_pipe, scheduler=ddim_schedulers(learned_pipe)[0]
     )
-    back = sampler("", num_images_per_prompt=2, latents=noise, num_inference_steps=50,
-                   guidance_scale=1.0, output_type="pt").images  # fmt: skip
+    call = dict(num_images_per_prompt=8, num_inference_steps=50, guidance_scale=1.0)
+    back = sampler("", latents=noise, output_type="pt", **call).images
+    fresh = sampler("", latents=torch.randn_like(noise), output_type="pt", **call).images
     error = float((back - image).pow(2).mean())
-    assert error < 0.1 * float(image.var()), error
+    unrelated = float((fresh - image).pow(2).mean())  # what noise that knows nothing gives
+    # Measured with the committed weights: 0.0023 vs 0.070 (the image variance is 0.056).
+    assert error < 0.15 * unrelated and error < 0.15 * float(image.var()), (error, unrelated)
     # And the noise is not the image: inversion moved it to the top noise level.
     assert float(noise.std()) > 0.5
