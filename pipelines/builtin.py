@@ -123,7 +123,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         description="learned lab: a small UNet the project trained on Fashion-MNIST composites",
         check=_check_learned_lab,
         load=_load_learned_lab,
-        defaults={"steps": 25, "guidance": 3.0},
+        defaults={"steps": 25, "guidance": 5.0},
         latent_shape=_learned_lab_latent_shape,
         prompts=(
             "a red sneaker",

@@ -3,7 +3,7 @@
     couplednoise learned-lab train --out runs/learned_lab            # resumes after a kill
     couplednoise learned-lab classifiers --out runs/learned_lab_cls
     couplednoise learned-lab export --run runs/learned_lab --classifiers runs/learned_lab_cls
-    couplednoise learned-lab check --guidance 3                      # quality bar, memorisation
+    couplednoise learned-lab check --guidance 5                      # quality bar, memorisation
 
 Training is seeded and resumable: rerunning the same command continues from the last checkpoint
 to the bit-identical state an uninterrupted run reaches (same thread count).

@@ -174,11 +174,12 @@ def run(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.builtin import model_defaults
     from couplednoise.pipelines.learned_lab import load_classifier, load_learned_lab
     from couplednoise.pipelines.learned_lab.prompts import parse_prompt
+    from couplednoise.pipelines.learned_lab.world import SIZE
 
-    for spec in args.couplings:
+    for spec in args.couplings:  # every coupling valid at every K, at the model's shape
         coupling = get_coupling(spec)
         for k in args.sizes:
-            coupling.sample(k, (1,), generator=torch.Generator().manual_seed(0))  # K valid?
+            coupling.check(k, (3, SIZE, SIZE))
     for prompt in args.prompts:
         parse_prompt(prompt)
     defaults = model_defaults("learned-lab")
