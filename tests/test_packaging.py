@@ -64,6 +64,9 @@ def test_a_built_wheel_has_one_top_level_package(tmp_path):
     assert "couplednoise/eval/metrics/registry.py" in names
     assert "couplednoise/pipelines/lab/pipeline.py" in names
     assert "couplednoise/eval/batch/data/prompts.txt" in names  # package data travels too
+    weights = "couplednoise/pipelines/learned_lab/weights/"
+    for name in ("unet/diffusion_pytorch_model.safetensors", "classifier.safetensors"):
+        assert weights + name in names  # the learned lab works from an installed wheel
 
 
 def test_import_couplednoise_loads_torch_only():
