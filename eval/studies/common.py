@@ -20,6 +20,31 @@ def study_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def add_grid_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    model: str,
+    model_help: str,
+    prompts: tuple[str, ...],
+    couplings: tuple[str, ...],
+    seeds: str,
+) -> None:
+    """The options of a coupling x K x seed grid on one model: --model, --prompts, --couplings,
+    --sizes, --seeds and --out (a study adds its own sampling options)."""
+    from couplednoise.eval.cli.options import MAX_IMAGES, int_list, seed_list
+
+    parser.add_argument("--model", default=model, help=model_help)
+    parser.add_argument("--prompts", nargs="+", default=list(prompts))
+    parser.add_argument("--couplings", nargs="+", default=list(couplings))
+    parser.add_argument(
+        "--sizes", type=int_list(2, MAX_IMAGES), default=[2, 4, 8, 16], help="gallery sizes K"
+    )
+    parser.add_argument(
+        "--seeds", type=seed_list, default=seed_list(seeds), help=f"gallery seeds (default {seeds})"
+    )
+    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for figure + table")
+
+
 def summarise_cells(
     results: dict, couplings: list[str], sizes: list[int], metrics: tuple[str, ...]
 ) -> list[dict]:

@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from couplednoise.eval.cli.options import MAX_IMAGES, MAX_STEPS, int_in, int_list, seed_list
+from couplednoise.eval.cli.options import MAX_STEPS, int_in
 from couplednoise.eval.runs.atomic import save_figure, write_text
 from couplednoise.eval.runs.tables import format_pm
 from couplednoise.eval.runs.tables import markdown_table as md_table
-from couplednoise.eval.studies.common import study_args, summarise_cells
+from couplednoise.eval.studies.common import add_grid_arguments, study_args, summarise_cells
 
 DEFAULT_PROMPTS = (
     "a red circle on a white background",
@@ -41,17 +41,15 @@ TITLES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="lab", help="lab spec, e.g. lab:size=64,scheduler=flow")
-    parser.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
-    parser.add_argument("--couplings", nargs="+", default=list(DEFAULT_COUPLINGS))
-    parser.add_argument(
-        "--sizes", type=int_list(2, MAX_IMAGES), default=[2, 4, 8, 16], help="gallery sizes K"
-    )
-    parser.add_argument(
-        "--seeds", type=seed_list, default=seed_list("0-99"), help="gallery seeds (default 0-99)"
+    add_grid_arguments(
+        parser,
+        model="lab",
+        model_help="lab spec, e.g. lab:size=64,scheduler=flow",
+        prompts=DEFAULT_PROMPTS,
+        couplings=DEFAULT_COUPLINGS,
+        seeds="0-99",
     )
     parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=20, help="denoising steps")
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for figure + table")
 
 
 def run_galleries(

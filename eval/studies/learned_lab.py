@@ -21,15 +21,12 @@ import torch
 from tqdm.auto import tqdm
 
 from couplednoise.eval.cli.options import (
-    MAX_IMAGES,
     MAX_STEPS,
     float_in,
     int_in,
-    int_list,
-    seed_list,
 )
 from couplednoise.eval.runs.atomic import save_figure, write_text
-from couplednoise.eval.studies.common import study_args, summarise_cells
+from couplednoise.eval.studies.common import add_grid_arguments, study_args, summarise_cells
 
 DEFAULT_PROMPTS = ("a red sneaker", "a bag on brick", "a white thing on the left")
 DEFAULT_COUPLINGS = (
@@ -48,18 +45,16 @@ TITLES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="learned-lab", help="learned-lab spec")
-    parser.add_argument("--prompts", nargs="+", default=list(DEFAULT_PROMPTS))
-    parser.add_argument("--couplings", nargs="+", default=list(DEFAULT_COUPLINGS))
-    parser.add_argument(
-        "--sizes", type=int_list(2, MAX_IMAGES), default=[2, 4, 8, 16], help="gallery sizes K"
-    )
-    parser.add_argument(
-        "--seeds", type=seed_list, default=seed_list("0-49"), help="gallery seeds (default 0-49)"
+    add_grid_arguments(
+        parser,
+        model="learned-lab",
+        model_help="learned-lab spec",
+        prompts=DEFAULT_PROMPTS,
+        couplings=DEFAULT_COUPLINGS,
+        seeds="0-49",
     )
     parser.add_argument("--steps", type=int_in(1, MAX_STEPS), default=None, help="DDIM steps")
     parser.add_argument("--guidance", type=float_in(0.0, 100.0), default=None)
-    parser.add_argument("--out", type=Path, default=Path("docs"), help="folder for figure + table")
 
 
 def run_galleries(pipe, classifier, prompt: str, coupling: str, k: int, seeds, **call) -> list:
@@ -174,12 +169,13 @@ def run(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.builtin import model_defaults
     from couplednoise.pipelines.learned_lab import load_classifier, load_learned_lab
     from couplednoise.pipelines.learned_lab.prompts import parse_prompt
-    from couplednoise.pipelines.learned_lab.world import SIZE
+    from couplednoise.pipelines.loading import planned_latent_shape
 
-    for spec in args.couplings:  # every coupling valid at every K, at the model's shape
+    shape = planned_latent_shape(args.model)  # every coupling valid at every K, at this shape
+    for spec in args.couplings:
         coupling = get_coupling(spec)
         for k in args.sizes:
-            coupling.check(k, (3, SIZE, SIZE))
+            coupling.check(k, shape)
     for prompt in args.prompts:
         parse_prompt(prompt)
     defaults = model_defaults("learned-lab")
