@@ -1,6 +1,7 @@
 """Coupled noise against the noise-optimisation baselines, at their costs: ``couplednoise study baselines``.
 
     couplednoise study baselines                       # docs/baselines_study.{md,json,png}
+    couplednoise study baselines --models learned-lab  # docs/baselines_study_learned-lab.*
     couplednoise study baselines --seeds 0-9 --sizes 4 --methods independent repulsive+cno
 
 A method is "COUPLING[+GALLERY_METHOD]": the initial noise from a coupling spec, then plain
@@ -12,15 +13,19 @@ and cost: denoiser evaluations per image (forward, backward; counted) and second
 (measured, methods interleaved over chunks of seeds). Means with 95% t-intervals over galleries
 (prompts x seeds), paired differences to independent noise, and the contrasts in ``CONTRASTS``.
 
-Models: ``--models`` names built-in models with a ground-truth readout in ``STUDY_MODELS`` (the
-closed-form lab; the learned lab registers there when its model exists). Work is saved after
-every cell to OUT/baselines_study.partial.json and a rerun with the same arguments resumes.
+Models: ``--models`` names built-in models with a ground-truth readout in ``STUDY_MODELS``: the
+closed-form lab (``lab``, the default) and the learned lab (``learned-lab``, read out by its
+classifiers; its "scene" coverage counts distinct attribute combinations). Work is saved after
+every cell to OUT/STEM.partial.json and a rerun with the same arguments resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +46,9 @@ from couplednoise.eval.runs.atomic import save_figure, write_text
 from couplednoise.eval.runs.stats import t_interval
 from couplednoise.eval.studies.common import study_args
 
-# Gallery methods at the paper's settings, and CADS with its window moved to the lab's schedule:
-# SD's t = 0.6 and 0.9 have the signal-to-noise ratio the lab's schedule has at t = 0.42 and 0.65.
+# Gallery methods at the paper's settings, and CADS with its window moved to the labs' schedule
+# (both labs: DDPM's linear betas 1e-4 .. 0.02): SD's t = 0.6 and 0.9 have the signal-to-noise
+# ratio that schedule has at t = 0.42 and 0.65 (alpha-bar 0.162 and 0.014).
 CADS_LAB_WINDOW = "cads:tau1=0.42,tau2=0.65"
 DEFAULT_METHODS = (
     "independent",
@@ -107,7 +113,41 @@ def lab_readout(pipe, images: torch.Tensor, prompt: str) -> dict[str, float]:
     return row
 
 
-# Built-in model name -> how to read it out. The learned lab adds its entry here.
+@functools.cache
+def _learned_lab_classifier():
+    from couplednoise.pipelines.learned_lab import load_classifier
+
+    return load_classifier()
+
+
+def learned_lab_readout(pipe, images: torch.Tensor, prompt: str) -> dict[str, float]:
+    """The learned lab's classifiers as ground truth: attribute coverage and alignment as in its
+    own study; "scene" coverage = distinct attribute combinations (object, colour, position,
+    background) among the aligned images over the best possible, min(K, #combinations the
+    prompt allows); and the coverage of each open attribute ("cov:object", ...)."""
+    from couplednoise.pipelines.learned_lab.readout import gallery_readout, matches
+    from couplednoise.pipelines.learned_lab.world import ATTRIBUTES
+
+    readout = gallery_readout(images, prompt, _learned_lab_classifier())
+    constraints = readout_constraints(prompt)
+    combinations = math.prod(len(v) for n, v in ATTRIBUTES.items() if n not in constraints)
+    aligned = {tuple(a.values()) for a in readout.attributes if matches(a, constraints)}
+    row = {
+        "attr_cov": readout.mean_attribute_coverage,
+        "scene_cov": len(aligned) / min(len(readout.attributes), combinations),
+        "alignment": readout.alignment,
+    }
+    row.update({f"cov:{n}": c.fraction for n, c in readout.attribute_coverage.items()})
+    return row
+
+
+def readout_constraints(prompt: str) -> dict[str, str]:
+    from couplednoise.pipelines.learned_lab.prompts import parse_prompt
+
+    return parse_prompt(prompt)
+
+
+# Built-in model name -> how to read it out.
 STUDY_MODELS: dict[str, StudyModel] = {
     "lab": StudyModel(
         lab_readout,
@@ -117,6 +157,11 @@ STUDY_MODELS: dict[str, StudyModel] = {
             "a large square on the left",
             "a small green triangle",
         ),
+    ),
+    "learned-lab": StudyModel(
+        learned_lab_readout,
+        lambda pipe, prompt: readout_constraints(prompt),
+        ("a red sneaker", "a bag on brick", "a white thing on the left"),
     ),
 }
 
@@ -441,6 +486,14 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
     save_figure(fig, path)
 
 
+def output_stem(models: list[str]) -> str:
+    """File stem of a run's outputs: baselines_study for the lab alone (the documented table),
+    else suffixed by the models ("baselines_study_learned-lab")."""
+    if models == ["lab"]:
+        return "baselines_study"
+    return "baselines_study_" + "+".join(re.sub(r"[^\w.=-]+", "_", m) for m in models)
+
+
 def run(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.builtin import builtin_model, spec_name
 
@@ -448,7 +501,8 @@ def run(args: argparse.Namespace) -> int:
     first = STUDY_MODELS[spec_name(args.models[0])]
     args.prompts = list(args.prompts or first.prompts)
     args.out.mkdir(parents=True, exist_ok=True)
-    partial_path = args.out / "baselines_study.partial.json"
+    stem = output_stem(args.models)
+    partial_path = args.out / f"{stem}.partial.json"
     config = study_args(args)
     cells = load_partial(partial_path, config)
     results: dict = {}
@@ -490,10 +544,10 @@ def run(args: argparse.Namespace) -> int:
     records = summarise(results, args)
     pair_records = contrasts(results, args)
     table = markdown(records, pair_records, args, settings)
-    figure(records, args, args.out / "baselines_study.png")
-    write_text(args.out / "baselines_study.md", table + "\n")
+    figure(records, args, args.out / f"{stem}.png")
+    write_text(args.out / f"{stem}.md", table + "\n")
     write_text(
-        args.out / "baselines_study.json",
+        args.out / f"{stem}.json",
         json.dumps(
             {
                 "args": study_args(args),

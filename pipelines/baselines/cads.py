@@ -12,7 +12,8 @@ flow matching t is sigma) the conditional branch sees, in place of its condition
     mean and standard deviation (per image, over all its entries).
 
 Stable Diffusion (SD1.5 / SDXL / SD3): y is the prompt's token embeddings and, for SDXL / SD3, the
-pooled embedding; the negative / unconditional branch is left clean. The pipeline's own step
+pooled embedding; the negative / unconditional branch is left clean. The learned lab: y is its
+prompt encoder's attribute tokens [B, 4, D] (which also feed its class embedding). The pipeline's own step
 callback (``callback_on_step_end``, which may return new ``prompt_embeds`` etc. for the next step)
 sets each step's condition; step 0 runs before any callback, so its condition is passed in as
 ``prompt_embeds=`` (the prompt is encoded once here, with the pipeline's ``encode_prompt``). CADS
@@ -47,6 +48,7 @@ from couplednoise.pipelines.loading import detect_family
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 # Options the pipelines would use to encode the prompt: taken from the call, given to encode_prompt.
 ENCODE_OPTIONS = {
+    "learned-lab": (),
     "sd15": ("clip_skip",),
     "sdxl": ("prompt_2", "negative_prompt_2", "clip_skip"),
     "sd3": (
@@ -232,7 +234,17 @@ def _encode_pooled(pipe, prompt, negative, k, guided, device, options, pooled_na
     }
 
 
+def _encode_learned_lab(pipe, prompt, negative, k, guided, device, options):
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    negatives = "" if negative is None else negative
+    negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
+    return {"prompt_embeds": pipe.encode_prompt(prompts, k)}, {
+        "negative_prompt_embeds": pipe.encode_prompt(negatives, k)
+    }
+
+
 LAYOUTS = {
+    "learned-lab": _Layout({"prompt_embeds": "prompt_embeds"}, _encode_learned_lab),
     "sd15": _Layout({"prompt_embeds": "prompt_embeds"}, _encode_sd15),
     "sdxl": _Layout(
         {"prompt_embeds": "prompt_embeds", "add_text_embeds": "pooled_prompt_embeds"},
@@ -303,7 +315,7 @@ def sample_with_cads(
 
     ``generator`` (one, or one per prompt) draws the condition noise, in float32 on its device, and
     also goes to the pipeline (one per image) for stochastic schedulers. Supported: SD1.5, SDXL,
-    SD3 and the lab. ``pipe_kwargs`` are further pipeline arguments (output_type, height, ...).
+    SD3, the lab and the learned lab. ``pipe_kwargs`` are further pipeline arguments (output_type, height, ...).
     """
     settings = CADSSettings() if settings is None else settings
     if not isinstance(settings, CADSSettings):
@@ -317,7 +329,8 @@ def sample_with_cads(
     family = "lab" if isinstance(pipe, LabPipeline) else detect_family(pipe)
     if family != "lab" and family not in LAYOUTS:
         raise TypeError(
-            f"CADS supports SD1.5, SDXL, SD3 and the lab pipelines, not {type(pipe).__name__}"
+            "CADS supports SD1.5, SDXL, SD3 and the lab and learned-lab pipelines, not "
+            f"{type(pipe).__name__}"
         )
     steps = (
         num_inference_steps

@@ -6,7 +6,8 @@
 
 The call shape of Stable Diffusion's pipelines (``prompt``, ``negative_prompt``,
 ``guidance_scale``, ``num_images_per_prompt``, ``latents``, ``generator``, ``output_type``,
-``num_inference_steps``, ``eta``), and the attributes ``couplednoise.latents_for`` reads:
+``num_inference_steps``, ``eta``, ``prompt_embeds`` / ``negative_prompt_embeds``,
+``callback_on_step_end``), and the attributes ``couplednoise.latents_for`` reads:
 ``unet`` is the real UNet2DConditionModel (``config.in_channels`` = 3, ``config.sample_size`` =
 32) and ``vae_scale_factor`` = 1, so latents are [B, 3, 32, 32]. ``latents=`` are unit
 variance and multiplied by ``scheduler.init_noise_sigma`` here, as diffusers does. Any diffusers
@@ -16,6 +17,7 @@ linear schedule); swapping in a ``DDIMInverseScheduler`` runs DDIM inversion (``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,12 +67,25 @@ class LearnedLabPipeline(DiffusionPipeline):
     """Text-to-image for the learned lab: prompt encoder -> UNet -> any diffusers scheduler."""
 
     model_cpu_offload_seq = "prompt_encoder->unet"
+    # Tensors a step callback may read and replace; under guidance "prompt_embeds" is stacked
+    # [negative; prompt] as in diffusers' Stable Diffusion pipelines.
+    _callback_tensor_inputs = ("latents", "prompt_embeds")
 
     def __init__(self, unet: UNet2DConditionModel, prompt_encoder: PromptEncoder, scheduler):
         super().__init__()
         self.register_modules(unet=unet, prompt_encoder=prompt_encoder, scheduler=scheduler)
         self.vae_scale_factor = 1
         self.image_processor = VaeImageProcessor(vae_scale_factor=1, do_normalize=True)
+        self._guidance_scale = DEFAULT_GUIDANCE
+
+    @property
+    def guidance_scale(self) -> float:
+        """The running (or last) call's guidance scale, as diffusers' pipelines expose it."""
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._guidance_scale > 1.0
 
     def encode_prompt(self, prompts: list[str], num_images_per_prompt: int) -> torch.Tensor:
         """Prompt tokens [P * n, 4, D], prompt-major, on the UNet's device and dtype."""
@@ -108,37 +123,90 @@ class LearnedLabPipeline(DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         return_dict: bool = True,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
         """Sample images for ``prompt``; returns LearnedLabPipelineOutput (``.images``) or a tuple.
 
         guidance_scale > 1 runs classifier-free guidance against ``negative_prompt`` ("" = every
         attribute open, the unconditional model); <= 1 evaluates the prompt alone.
+        ``prompt_embeds`` [P, 4, D] (``encode_prompt``'s tokens) replace ``prompt`` (pass
+        prompt=None), ``negative_prompt_embeds`` [P, 4, D] replace ``negative_prompt``; each row
+        is repeated ``num_images_per_prompt`` times. ``callback_on_step_end(pipe, i, t,
+        tensors)`` runs after step i with the ``callback_on_step_end_tensor_inputs`` it asks for
+        (see ``_callback_tensor_inputs``) and may return replacements for the next step.
         """
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        callback_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
+        unknown = sorted(set(callback_inputs) - set(self._callback_tensor_inputs))
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} not among "
+                f"{self._callback_tensor_inputs}"
+            )
+        if prompt_embeds is not None:
+            if prompt not in (None, "", []):
+                raise ValueError("pass prompt or prompt_embeds, not both")
+            prompts = None
+            count = self._check_embeds(prompt_embeds, "prompt_embeds")
+        else:
+            prompts = [prompt] if isinstance(prompt, str) else list(prompt or [])
+            count = len(prompts)
+        if negative_prompt_embeds is not None:
+            if negative_prompt is not None:
+                raise ValueError("pass negative_prompt or negative_prompt_embeds, not both")
+            if self._check_embeds(negative_prompt_embeds, "negative_prompt_embeds") != count:
+                raise ValueError(
+                    f"negative_prompt_embeds has {negative_prompt_embeds.shape[0]} rows for "
+                    f"{count} prompt(s)"
+                )
         negatives = self._check_call(
             prompts, negative_prompt, num_images_per_prompt, num_inference_steps, output_type,
-            height, width, guidance_scale,
+            height, width, guidance_scale, count,
         )  # fmt: skip
-        batch = len(prompts) * num_images_per_prompt
+        self._guidance_scale = float(guidance_scale)
+        batch = count * num_images_per_prompt
         shape = (batch, self.unet.config.in_channels, SIZE, SIZE)
         device, dtype = self._execution_device, self.unet.dtype
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise ValueError(
-                f"latents have shape {tuple(latents.shape)}, expected {shape} ({len(prompts)} "
+                f"latents have shape {tuple(latents.shape)}, expected {shape} ({count} "
                 f"prompt(s) x {num_images_per_prompt} images, 3 x {SIZE} x {SIZE} pixels)"
             )
         latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
-        tokens = self.encode_prompt(prompts, num_images_per_prompt)
-        guided = guidance_scale > 1.0
-        negative = self.encode_prompt(negatives, num_images_per_prompt) if guided else None
+        n = num_images_per_prompt
+        tokens = (
+            self.encode_prompt(prompts, n)
+            if prompt_embeds is None
+            else prompt_embeds.to(device, dtype).repeat_interleave(n, dim=0)
+        )
+        guided = self.do_classifier_free_guidance
+        negative = None
+        if guided:
+            negative = (
+                self.encode_prompt(negatives, n)
+                if negative_prompt_embeds is None
+                else negative_prompt_embeds.to(device, dtype).repeat_interleave(n, dim=0)
+            )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         extra = self.prepare_extra_step_kwargs(generator, eta)
-        for t in self.progress_bar(self.scheduler.timesteps):
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             x = self.scheduler.scale_model_input(latents, t)
             noise = self.predict_noise(x, t, tokens, negative, guidance_scale)
             latents = self.scheduler.step(noise, t, latents, **extra).prev_sample
+            if callback_on_step_end is not None:
+                tensors = {"latents": latents}
+                tensors["prompt_embeds"] = (
+                    tokens if negative is None else torch.cat([negative, tokens])
+                )
+                asked = {name: tensors[name] for name in callback_inputs}
+                new = callback_on_step_end(self, i, t, asked) or {}
+                latents = new.get("latents", latents)
+                if "prompt_embeds" in new:
+                    negative, tokens = self._split_embeds(new["prompt_embeds"], tokens, negative)
         if output_type == "latent":
             images = latents
         else:
@@ -158,11 +226,48 @@ class LearnedLabPipeline(DiffusionPipeline):
             extra["generator"] = generator
         return extra
 
+    def _check_embeds(self, embeds, name: str) -> int:
+        """The number of prompts in ``embeds`` [P, 4, D] (ValueError for any other shape)."""
+        expected = (len(self.prompt_encoder.tables), self.prompt_encoder.config.token_dim)
+        if (
+            not isinstance(embeds, torch.Tensor)
+            or embeds.ndim != 3
+            or tuple(embeds.shape[1:]) != expected
+            or embeds.shape[0] < 1
+        ):
+            got = list(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
+            raise ValueError(
+                f"{name} must be a tensor [P, {expected[0]}, {expected[1]}], got {got}"
+            )
+        return int(embeds.shape[0])
+
+    @staticmethod
+    def _split_embeds(new, tokens, negative):
+        """(negative, tokens) from a callback's ``prompt_embeds`` ([negative; prompt] if guided)."""
+        rows = tokens.shape[0] * (1 if negative is None else 2)
+        if new.shape != (rows, *tokens.shape[1:]):
+            raise RuntimeError(
+                f"callback returned prompt_embeds {list(new.shape)}, expected "
+                f"{[rows, *tokens.shape[1:]]}"
+            )
+        new = new.to(tokens)
+        return (None, new) if negative is None else tuple(new.chunk(2))
+
     def _check_call(
-        self, prompts, negative_prompt, num_images, steps, output_type, height, width, scale
-    ) -> list[str]:
-        """Validate a call before any work; returns the negative prompt of each prompt."""
-        if not prompts:
+        self,
+        prompts,
+        negative_prompt,
+        num_images,
+        steps,
+        output_type,
+        height,
+        width,
+        scale,
+        count,
+    ) -> list[str] | None:
+        """Validate a call before any work; the negative prompt of each prompt (None when the
+        call gives ``prompt_embeds`` and no negative prompt: the negatives are then "")."""
+        if prompts is not None and not prompts:
             raise ValueError("prompt must be a string or a non-empty list of strings")
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
             raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images!r}")
@@ -176,8 +281,8 @@ class LearnedLabPipeline(DiffusionPipeline):
             if side is not None and side != SIZE:
                 raise ValueError(f"{name}={side}: the learned lab generates {SIZE} x {SIZE} images")
         negatives = "" if negative_prompt is None else negative_prompt
-        negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
-        if len(negatives) != len(prompts):
-            raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
-        prompt_codes([*prompts, *negatives])  # ValueError / TypeError naming a bad prompt
+        negatives = [negatives] * count if isinstance(negatives, str) else list(negatives)
+        if len(negatives) != count:
+            raise ValueError(f"got {len(negatives)} negative prompts for {count} prompts")
+        prompt_codes([*(prompts or []), *negatives])  # ValueError / TypeError naming a bad prompt
         return negatives

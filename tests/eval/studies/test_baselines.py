@@ -85,3 +85,33 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
     with torch.no_grad():
         assert main([*args, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_learned_lab_joins_with_its_classifier_readout(tmp_path):
+    window = "independent+cads:tau1=0.42,tau2=0.65"
+    methods = ["independent", "repulsive", "independent+cno:iterations=1", window]
+    args = ["study", "baselines", "--models", "learned-lab", "--seeds", "0-1", "--sizes", "2"]
+    args += ["--steps", "2", "--prompts", "a red sneaker", "--methods", *methods]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    stem = tmp_path / "baselines_study_learned-lab"
+    assert not (tmp_path / "baselines_study.json").exists()
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert data["settings"] == {"learned-lab": {"steps": 2, "guidance": 5.0}}
+    records = {(r["method"], r["metric"]): r for r in data["records"]}
+    costs = {
+        m: (records[(m, "cost")]["forward"], records[(m, "cost")]["backward"]) for m in methods
+    }
+    # guided: 2 evaluations a step; CNO adds the reference and one iteration, forward and backward
+    assert costs == {
+        "independent": (4, 0),
+        "repulsive": (4, 0),
+        "independent+cno:iterations=1": (8, 2),
+        window: (4, 0),
+    }
+    for method in methods:
+        for metric in ("attr_cov", "scene_cov", "alignment"):
+            assert 0 <= records[(method, metric)]["mean"] <= 1
+    # "a red sneaker" leaves position and background open; object and colour are named
+    details = {m for _, m in records if m.startswith("cov:")}
+    assert details == {"cov:position", "cov:background"}
+    assert "**learned-lab, K = 2** (2 steps, guidance 5.0)" in stem.with_suffix(".md").read_text()
