@@ -58,6 +58,7 @@ from couplednoise.eval.runs.stats import t_interval
 from couplednoise.eval.runs.tables import format_pm
 from couplednoise.eval.runs.tables import markdown_table as md_table
 from couplednoise.eval.studies.common import study_args
+from couplednoise.pipelines.learned_lab.world import ATTRIBUTES
 
 NAME = "background_learned_lab_study"
 METRICS = ("object_kept", "kept_on_new_background", "distinct_backgrounds", "goal", "masked_rms")
@@ -76,6 +77,7 @@ PROMPT_MEANING = {
 INVERSION_PROMPTS = ("matched", "full", "object", "empty")
 MASK_THRESHOLD = 0.5  # object mask = opacity > this
 GOAL_KEPT, GOAL_BACKGROUNDS = 0.8, 3
+DILATION_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:cyan", "tab:olive", "tab:brown")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -280,6 +282,17 @@ def measure(models, ref, args: argparse.Namespace, seed: int, kinds) -> dict:
 # --- summary ------------------------------------------------------------------------------------
 
 
+def goal_ceiling(k: int, backgrounds: int, draws: int = 200_000) -> dict[str, float]:
+    """What a perfect object keeper scores when each image's background is an independent
+    uniform draw (the training law): the mean kept-on-new-background fraction (1 - 1/#values)
+    and the probability that a gallery meets the goal (Monte Carlo, seeded)."""
+    draw = torch.randint(backgrounds, (draws, k), generator=torch.Generator().manual_seed(0))
+    new = (draw != 0).float().mean(1)  # background 0 plays the reference's
+    distinct = torch.zeros(draws, backgrounds).scatter_(1, draw, 1.0).sum(1)
+    met = (new >= GOAL_KEPT) & (distinct >= GOAL_BACKGROUNDS)
+    return {"kept_on_new_background": 1 - 1 / backgrounds, "goal": float(met.float().mean())}
+
+
 def best_subspace(rows: dict, labels: list[str]) -> str:
     """The subspace setting with the highest mean kept-on-new-background (then more
     backgrounds), the reference every method is paired against."""
@@ -321,7 +334,7 @@ def _cell(mean: float, half: float, decimals: int, signed: bool = False) -> str:
     return format_pm(mean, half, decimals, signed=signed)
 
 
-def markdown(summaries: dict, args: argparse.Namespace, n: int, wall: float) -> str:
+def markdown(summaries: dict, args: argparse.Namespace, n: int, wall: float, ceiling: dict) -> str:
     parts = [
         f"Learned-lab fixed-object study: {n} held-out references (reference seeds "
         f"{args.reference_seed}..{args.reference_seed + n - 1}), K = {args.num_images}, "
@@ -329,7 +342,9 @@ def markdown(summaries: dict, args: argparse.Namespace, n: int, wall: float) -> 
         f"{args.inversion_prompt} prompt, object prompt at guidance {args.guidance:g}; gallery seeds "
         f"{args.seed}..{args.seed + n - 1} (paired across methods). Mean ± 95% t-interval over "
         f"references; Δ = paired difference to the best subspace setting. Wall time "
-        f"{wall / 60:.0f} min."
+        f"{wall / 60:.0f} min. A perfect object keeper whose backgrounds are independent "
+        f"uniform draws scores {ceiling['kept_on_new_background']:.3f} kept on a new background "
+        f"and meets the goal in {ceiling['goal']:.3f} of its galleries."
     ]
     for kind, summary in summaries.items():
         best = summary["best_subspace"]
@@ -370,7 +385,7 @@ def figure(summaries: dict, args: argparse.Namespace, n: int, path: Path) -> Non
     import matplotlib.pyplot as plt
 
     kinds = list(summaries)
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.2 * len(kinds), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.6 * len(kinds) + 2.4, 4.8), squeeze=False)
     for axis, kind in zip(axes[0], kinds):
         records = summaries[kind]["records"]
 
@@ -384,7 +399,8 @@ def figure(summaries: dict, args: argparse.Namespace, n: int, path: Path) -> Non
                 **style,
             )
 
-        for d in args.dilations:
+        for j, d in enumerate(args.dilations):
+            colour = DILATION_COLOURS[j % len(DILATION_COLOURS)]
             mine = [r for r in records if r["method"] == "subspace" and r["dilation"] == d]
             mine.sort(key=lambda r: r["share"])
             axis.plot(
@@ -392,18 +408,18 @@ def figure(summaries: dict, args: argparse.Namespace, n: int, path: Path) -> Non
                 [r["kept_on_new_background"] for r in mine],
                 "-",
                 alpha=0.5,
-                color=f"C{d % 10}",
+                color=colour,
             )
-            for j, r in enumerate(mine):
-                point(r, marker="o", color=f"C{d % 10}", label=f"subspace, dilation {d} px"
-                      if j == 0 else None)  # fmt: skip
+            for i, r in enumerate(mine):
+                point(r, marker="o", color=colour, label=f"subspace, dilation {d} px"
+                      if i == 0 else None)  # fmt: skip
                 axis.annotate(f"{r['share']:g}", (r["distinct_backgrounds"],
                               r["kept_on_new_background"]), xytext=(4, 3),
                               textcoords="offset points", fontsize=7)  # fmt: skip
         styles = {
             "independent": {"marker": "s", "color": "gray"},
             "inversion": {"marker": "*", "color": "black", "markersize": 10},
-            "sdedit": {"marker": "^", "color": "tab:red"},
+            "sdedit": {"marker": "^", "color": "tab:red"},  # no dilation colour is red
             "inpaint": {"marker": "D", "color": "tab:purple"},
         }
         for method, style in styles.items():
@@ -417,13 +433,15 @@ def figure(summaries: dict, args: argparse.Namespace, n: int, path: Path) -> Non
         axis.fill_between(
             [GOAL_BACKGROUNDS, 6.3], GOAL_KEPT, 1.03, color="green", alpha=0.12, label="goal"
         )
+        ideal = 1 - 1 / len(ATTRIBUTES["background"])
+        axis.axhline(ideal, color="gray", ls=":", lw=1, label="perfect keeper, uniform bgs")
         axis.set_xlim(0.7, 6.3)
         axis.set_ylim(-0.03, 1.03)
         axis.set_xlabel(f"distinct backgrounds in a gallery of {args.num_images} (of 6)")
         axis.set_ylabel("object kept on a new background (fraction)")
         axis.set_title(f"prompt: {kind}; labels = share / strength")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, loc="lower left")
+    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"learned-lab fixed-object task: {n} held-out references, mean and 95% CI")
     fig.tight_layout()
     save_figure(fig, path)
@@ -458,14 +476,17 @@ def run(args: argparse.Namespace) -> int:
         if missing:
             began = time.perf_counter()
             fresh = measure(models, ref, args, seed=args.seed + i, kinds=missing)
-            computed += time.perf_counter() - began
-            cached = {**fresh, "prompts": {**cached["prompts"], **fresh["prompts"]}}
+            seconds = time.perf_counter() - began
+            computed += seconds
+            prompts = {**cached["prompts"], **fresh["prompts"]}
+            cached = {**fresh, "prompts": prompts, "seconds": cached.get("seconds", 0) + seconds}
             write_text(path, json.dumps(cached, indent=1))
         per_ref.append(cached)
     wall = time.perf_counter() - start
     summaries = {kind: summarise(per_ref, args, kind) for kind in args.prompts}
     n = len(refs)
-    table = markdown(summaries, args, n, wall)
+    ceiling = goal_ceiling(args.num_images, len(ATTRIBUTES["background"]))
+    table = markdown(summaries, args, n, wall, ceiling)
     figure(summaries, args, n, args.out / f"{NAME}.png")
     write_text(args.out / f"{NAME}.md", table + "\n")
     data = {
@@ -474,10 +495,12 @@ def run(args: argparse.Namespace) -> int:
         "compute_seconds_this_run": computed,
         "mask": f"object opacity > {MASK_THRESHOLD}",
         "goal": {"kept_on_new_background": GOAL_KEPT, "distinct_backgrounds": GOAL_BACKGROUNDS},
+        "ceiling_iid_uniform_backgrounds": ceiling,
         "references": [
             {"seed": args.reference_seed + i, "attributes": r["attributes"]}
             for i, r in enumerate(per_ref)
         ],
+        "seconds_per_reference": [r.get("seconds") for r in per_ref],  # None: not recorded
         "summaries": summaries,
         "per_reference": [r["prompts"] for r in per_ref],
     }
