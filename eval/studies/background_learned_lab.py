@@ -334,15 +334,23 @@ def _cell(mean: float, half: float, decimals: int, signed: bool = False) -> str:
     return format_pm(mean, half, decimals, signed=signed)
 
 
-def markdown(summaries: dict, args: argparse.Namespace, n: int, wall: float, ceiling: dict) -> str:
+def markdown(
+    summaries: dict, args: argparse.Namespace, n: int, seconds: list, ceiling: dict
+) -> str:
+    known = [t for t in seconds if t is not None]
+    timing = (
+        f"Compute time {sum(known) / 60:.0f} min ({sum(known) / len(known):.0f} s a reference)."
+        if known and len(known) == len(seconds)
+        else "Compute time: not recorded for every reference (see the study's log)."
+    )
     parts = [
         f"Learned-lab fixed-object study: {n} held-out references (reference seeds "
         f"{args.reference_seed}..{args.reference_seed + n - 1}), K = {args.num_images}, "
         f"{args.steps} DDIM steps, inversion ({args.steps} steps, guidance 1) conditioned on the "
         f"{args.inversion_prompt} prompt, object prompt at guidance {args.guidance:g}; gallery seeds "
         f"{args.seed}..{args.seed + n - 1} (paired across methods). Mean ± 95% t-interval over "
-        f"references; Δ = paired difference to the best subspace setting. Wall time "
-        f"{wall / 60:.0f} min. A perfect object keeper whose backgrounds are independent "
+        f"references; Δ = paired difference to the best subspace setting. {timing} "
+        f"A perfect object keeper whose backgrounds are independent "
         f"uniform draws scores {ceiling['kept_on_new_background']:.3f} kept on a new background "
         f"and meets the goal in {ceiling['goal']:.3f} of its galleries."
     ]
@@ -486,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     summaries = {kind: summarise(per_ref, args, kind) for kind in args.prompts}
     n = len(refs)
     ceiling = goal_ceiling(args.num_images, len(ATTRIBUTES["background"]))
-    table = markdown(summaries, args, n, wall, ceiling)
+    table = markdown(summaries, args, n, [r.get("seconds") for r in per_ref], ceiling)
     figure(summaries, args, n, args.out / f"{NAME}.png")
     write_text(args.out / f"{NAME}.md", table + "\n")
     data = {
