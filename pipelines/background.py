@@ -15,7 +15,8 @@ approximately standard there. Sampling uses the deterministic sampler the invers
 Baselines, with the same sampler, steps, guidance and seeds: inversion alone (the reconstruction
 from x_T, one image whatever the seed), SDEdit (the family's Img2Img pipeline on the same modules at
 given strengths) and inpainting with the base weights (the family's Inpaint pipeline, mask inverted
-so the background is repainted, strength 1). Paste-back (the reference's object pixels over each
+so the background is repainted, strength 1); the learned lab's are in
+``pipelines/learned_lab/editing.py``. Paste-back (the reference's object pixels over each
 image) is a separate, optional view: ``paste_back``.
 """
 
@@ -37,7 +38,8 @@ from couplednoise.pipelines.inversion import derive_pipeline, invert, matching_s
 from couplednoise.pipelines.loading import detect_family
 
 METHODS = ("subspace", "inversion", "sdedit", "inpaint")
-BASELINE_FAMILIES = ("sd15", "sdxl", "sd3")  # families with Img2Img / Inpaint pipelines
+# families with Img2Img / Inpaint pipelines (diffusers' for SD, pipelines/learned_lab/editing.py)
+BASELINE_FAMILIES = ("sd15", "sdxl", "sd3", "learned-lab")
 ASPECT_TOLERANCE = 0.02  # relative difference of height / width between image and mask
 ALPHA_THRESHOLD = 128  # an RGBA pixel belongs to the object when its alpha is >= this
 
@@ -363,7 +365,12 @@ def paste_back(images: torch.Tensor, task: BackgroundTask) -> torch.Tensor:
 
 
 def baseline_pipelines(sampler) -> tuple[Any, Any]:
-    """(Img2Img, Inpaint) pipelines of ``sampler``'s family on its modules and scheduler."""
+    """(Img2Img, Inpaint) pipelines of ``sampler``'s family on its modules and scheduler: the
+    diffusers AutoPipelines for SD, the learned lab's own (SDEdit, blended inpainting)."""
+    if detect_family(sampler) == "learned-lab":
+        from couplednoise.pipelines.learned_lab.editing import editing_pipelines
+
+        return editing_pipelines(sampler)
     from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
     return (
@@ -387,8 +394,9 @@ def run_background(
     progress: bool = True,
 ) -> list[BackgroundGallery]:
     """Every method for every prompt, same seed and sampler: the subspace sweep over ``shares``,
-    then (with ``baselines``) inversion alone, and for SD1.5 / SDXL / SD3 SDEdit at each strength
-    and inpainting (the lab has no Img2Img / Inpaint pipeline: inversion alone is its baseline).
+    then (with ``baselines``) inversion alone, and for SD1.5 / SDXL / SD3 and the learned lab
+    SDEdit at each strength and inpainting (the closed-form lab has no Img2Img / Inpaint
+    pipeline: inversion alone is its baseline).
 
     The reference is inverted once (conditioned on ``source_prompt``, guidance 1, the same number
     of steps as sampling) and its noise shared by all subspace galleries (inside

@@ -19,6 +19,10 @@ STUDIES: dict[str, tuple[str, str]] = {
         "couplednoise.eval.studies.background_lab",
         "the fixed-object task on the lab against ground truth (shares x dilations)",
     ),
+    "background-learned-lab": (
+        "couplednoise.eval.studies.background_learned_lab",
+        "the fixed-object task on the learned lab: subspace vs SDEdit and blended inpainting",
+    ),
     "terrain": (
         "couplednoise.eval.studies.terrain",
         "every coupling vs independent on the trained terrain model",

@@ -80,4 +80,5 @@ def test_background_keeps_a_held_out_object_through_inversion(tmp_path, capsys):
     argv += ["--share", "1", "--steps", "4", "--lpips", "none", "--clip", "none"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     galleries = json.loads((out / "galleries.json").read_text())
-    assert {g["method"] for g in galleries} == {"subspace", "inversion"}
+    # the learned lab has its own SDEdit and blended-inpainting baselines (editing.py)
+    assert {g["method"] for g in galleries} == {"subspace", "inversion", "sdedit", "inpaint"}
