@@ -1,7 +1,7 @@
 """What CNO and CADS cost beside plain sampling: evaluations counted, wall time measured side by side.
 
-For the tiny SD1.5 pipeline (random weights, real latent shape) and the closed-form lab, one gallery
-of K images per call, every method timed interleaved in one process (same caches, same load):
+For the tiny SD1.5 pipeline (random weights, real latent shape), the closed-form lab and the learned
+lab (its trained UNet), one gallery of K images per call, every method timed interleaved in one process (same caches, same load):
     plain:      pipe(latents=independent noise)            the baseline
     repulsive:  pipe(latents=repulsive noise)              a coupling: no extra evaluation
     cno:        cno_latents (3 Adam steps) then pipe       + reference + 3 forward/backward
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from couplednoise import latents_for
 from couplednoise.pipelines.baselines import count_evaluations, sample_gallery
 from couplednoise.pipelines.lab import load_lab_pipeline
+from couplednoise.pipelines.learned_lab import load_learned_lab
 from tests.tiny_models import tiny_sd15
 
 METHODS = {  # name -> (coupling, gallery method)
@@ -38,6 +39,7 @@ METHODS = {  # name -> (coupling, gallery method)
 SETUPS = {  # name -> (pipeline builder, prompt, guidance)
     "tiny SD1.5": (tiny_sd15, "a red car", 6.0),
     "lab": (lambda: load_lab_pipeline("lab"), "a red circle", 1.0),
+    "learned lab": (lambda: load_learned_lab(), "a red sneaker", 5.0),
 }
 
 

@@ -122,9 +122,10 @@ class _EditingPipeline(LearnedLabPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         negatives = self._check_call(
             prompts, negative_prompt, num_images_per_prompt, num_inference_steps, output_type,
-            height, width, guidance_scale,
+            height, width, guidance_scale, len(prompts),
         )  # fmt: skip
         check_strength(strength, num_inference_steps)
+        self._guidance_scale = float(guidance_scale)
         return prompts, negatives
 
     def _tokens(self, prompts, negatives, num_images_per_prompt, guidance_scale):
