@@ -31,7 +31,6 @@ from couplednoise.pipelines.learned_lab.pipeline import (
     DEFAULT_GUIDANCE,
     DEFAULT_STEPS,
     LearnedLabPipeline,
-    LearnedLabPipelineOutput,
 )
 from couplednoise.pipelines.learned_lab.world import SIZE
 
@@ -133,14 +132,6 @@ class _EditingPipeline(LearnedLabPipeline):
         guided = guidance_scale > 1.0
         negative = self.encode_prompt(negatives, num_images_per_prompt) if guided else None
         return tokens, negative
-
-    def _output(self, latents, output_type, return_dict):
-        if output_type == "latent":
-            images = latents
-        else:
-            images = self.image_processor.postprocess(latents.float(), output_type=output_type)
-        self.maybe_free_model_hooks()
-        return LearnedLabPipelineOutput(images=images) if return_dict else (images,)
 
 
 class LearnedLabImg2ImgPipeline(_EditingPipeline):

@@ -207,6 +207,10 @@ class LearnedLabPipeline(DiffusionPipeline):
                 latents = new.get("latents", latents)
                 if "prompt_embeds" in new:
                     negative, tokens = self._split_embeds(new["prompt_embeds"], tokens, negative)
+        return self._output(latents, output_type, return_dict)
+
+    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool):
+        """The call's result from the final latents [B, 3, 32, 32] in model space [-1, 1]."""
         if output_type == "latent":
             images = latents
         else:
