@@ -42,6 +42,7 @@ import torch
 
 from couplednoise.pipelines.baselines.cno import check_gallery_latents, count_prompts
 from couplednoise.pipelines.baselines.settings import CADSSettings
+from couplednoise.pipelines.call_checks import negative_prompts
 from couplednoise.pipelines.lab.pipeline import LabPipeline
 from couplednoise.pipelines.loading import detect_family
 
@@ -236,8 +237,7 @@ def _encode_pooled(pipe, prompt, negative, k, guided, device, options, pooled_na
 
 def _encode_learned_lab(pipe, prompt, negative, k, guided, device, options):
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    negatives = "" if negative is None else negative
-    negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
+    negatives = negative_prompts(negative, len(prompts))
     return {"prompt_embeds": pipe.encode_prompt(prompts, k)}, {
         "negative_prompt_embeds": pipe.encode_prompt(negatives, k)
     }

@@ -34,6 +34,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.hooks import RemovableHandle
 from tqdm.auto import tqdm
 
+from couplednoise.pipelines.call_checks import check_step_callback, negative_prompts
 from couplednoise.pipelines.lab.denoiser import local_posterior_mean, model_output, posterior_mean
 from couplednoise.pipelines.lab.prompts import parse_prompt
 from couplednoise.pipelines.lab.world import SIZES, World
@@ -309,7 +310,9 @@ class LabPipeline:
             width,
         )
         batch = len(prompts) * num_images_per_prompt
-        self._check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
+        check_step_callback(
+            callback_on_step_end, callback_on_step_end_tensor_inputs, self._callback_tensor_inputs
+        )
         prompt_weights = self._check_prompt_weights(prompt_weights, batch)
         shape = (batch, 3, self.world.size, self.world.size)
         if latents is None:
@@ -369,16 +372,6 @@ class LabPipeline:
         )
         return prompts, negatives
 
-    def _check_callback(self, callback, tensor_inputs) -> None:
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback_on_step_end must be callable, got {type(callback).__name__}")
-        unknown = [k for k in tensor_inputs if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs {unknown} are not among "
-                f"{self._callback_tensor_inputs}"
-            )
-
     def _check_prompt_weights(self, weights, batch: int) -> torch.Tensor | None:
         """None, or the weights [batch, N] as float on the pipeline's device, rows normalised."""
         if weights is None:
@@ -423,10 +416,7 @@ class LabPipeline:
                     f"{name}={side}: this lab world renders {self.world.size} x "
                     f"{self.world.size} scenes; {hint}"
                 )
-        negatives = negative_prompt if negative_prompt is not None else ""
-        negatives = [negatives] * len(prompts) if isinstance(negatives, str) else list(negatives)
-        if len(negatives) != len(prompts):
-            raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+        negatives = negative_prompts(negative_prompt, len(prompts))
         for text in (*prompts, *negatives):
             if len(self.world.matching(parse_prompt(text))) == 0:
                 raise ValueError(f"no lab scene matches {text!r}")

@@ -103,7 +103,7 @@ def check_strength(strength, num_inference_steps: int) -> None:
 
 
 class _EditingPipeline(LearnedLabPipeline):
-    """Shared pieces: the truncated timesteps and the guided denoising step."""
+    """Shared pieces: the checked call, the reference, the truncated timesteps and their noise."""
 
     def get_timesteps(self, num_inference_steps: int, strength: float, device):
         """The last ``int(steps * strength)`` timesteps (diffusers' img2img ``get_timesteps``)."""
@@ -127,11 +127,20 @@ class _EditingPipeline(LearnedLabPipeline):
         self._guidance_scale = float(guidance_scale)
         return prompts, negatives
 
-    def _tokens(self, prompts, negatives, num_images_per_prompt, guidance_scale):
-        tokens = self.encode_prompt(prompts, num_images_per_prompt)
-        guided = guidance_scale > 1.0
-        negative = self.encode_prompt(negatives, num_images_per_prompt) if guided else None
-        return tokens, negative
+    def _reference(self, image, prompts: list[str], n: int) -> torch.Tensor:
+        """The reference(s) as x0 [len(prompts) * n, 3, 32, 32] in model space [-1, 1]."""
+        if image is None:
+            raise ValueError("image is required: the reference to edit, [N, 3, 32, 32] in [0, 1]")
+        reference = image_tensor(image, len(prompts)).repeat_interleave(n, 0)
+        return (reference * 2 - 1).to(self._execution_device, self.unet.dtype)
+
+    def _schedule(self, x0, num_inference_steps: int, strength: float, generator):
+        """(the timesteps ``strength`` leaves, the noise [like x0] that starts them)."""
+        device = self._execution_device
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.get_timesteps(num_inference_steps, strength, device)
+        noise = randn_tensor(tuple(x0.shape), generator=generator, device=device, dtype=x0.dtype)
+        return timesteps, noise
 
 
 class LearnedLabImg2ImgPipeline(_EditingPipeline):
@@ -160,22 +169,13 @@ class LearnedLabImg2ImgPipeline(_EditingPipeline):
             prompt, negative_prompt, num_images_per_prompt, num_inference_steps, output_type,
             guidance_scale, strength, height, width,
         )  # fmt: skip
-        if image is None:
-            raise ValueError("image is required: the reference to edit, [N, 3, 32, 32] in [0, 1]")
-        device, dtype = self._execution_device, self.unet.dtype
-        reference = image_tensor(image, len(prompts)).repeat_interleave(num_images_per_prompt, 0)
-        batch = reference.shape[0]
-        x0 = (reference * 2 - 1).to(device, dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.get_timesteps(num_inference_steps, strength, device)
-        noise = randn_tensor(tuple(x0.shape), generator=generator, device=device, dtype=dtype)
-        latents = self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(batch))
-        tokens, negative = self._tokens(prompts, negatives, num_images_per_prompt, guidance_scale)
+        x0 = self._reference(image, prompts, num_images_per_prompt)
+        timesteps, noise = self._schedule(x0, num_inference_steps, strength, generator)
+        latents = self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(x0.shape[0]))
+        tokens, negative = self._condition(prompts, negatives, num_images_per_prompt)
         extra = self.prepare_extra_step_kwargs(generator, eta)
         for t in self.progress_bar(timesteps):
-            x = self.scheduler.scale_model_input(latents, t)
-            prediction = self.predict_noise(x, t, tokens, negative, guidance_scale)
-            latents = self.scheduler.step(prediction, t, latents, **extra).prev_sample
+            latents = self._denoise(latents, t, tokens, negative, guidance_scale, extra)
         return self._output(latents, output_type, return_dict)
 
 
@@ -209,27 +209,21 @@ class LearnedLabInpaintPipeline(_EditingPipeline):
         )  # fmt: skip
         if image is None or mask_image is None:
             raise ValueError("image and mask_image are required (mask: white = repaint)")
-        device, dtype = self._execution_device, self.unet.dtype
-        reference = image_tensor(image, len(prompts)).repeat_interleave(num_images_per_prompt, 0)
+        x0 = self._reference(image, prompts, num_images_per_prompt)
         mask = mask_tensor(mask_image, len(prompts)).repeat_interleave(num_images_per_prompt, 0)
         if not mask.flatten(1).any(1).all():
             raise ValueError("mask_image is all black: nothing to repaint (white = repaint)")
-        batch = reference.shape[0]
-        x0 = (reference * 2 - 1).to(device, dtype)
-        mask = mask.to(device, dtype)
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.get_timesteps(num_inference_steps, strength, device)
-        noise = randn_tensor(tuple(x0.shape), generator=generator, device=device, dtype=dtype)
+        batch = x0.shape[0]
+        mask = mask.to(x0)
+        timesteps, noise = self._schedule(x0, num_inference_steps, strength, generator)
         if strength == 1.0:
             latents = noise * self.scheduler.init_noise_sigma
         else:
             latents = self.scheduler.add_noise(x0, noise, timesteps[:1].repeat(batch))
-        tokens, negative = self._tokens(prompts, negatives, num_images_per_prompt, guidance_scale)
+        tokens, negative = self._condition(prompts, negatives, num_images_per_prompt)
         extra = self.prepare_extra_step_kwargs(generator, eta)
         for i, t in enumerate(self.progress_bar(timesteps)):
-            x = self.scheduler.scale_model_input(latents, t)
-            prediction = self.predict_noise(x, t, tokens, negative, guidance_scale)
-            latents = self.scheduler.step(prediction, t, latents, **extra).prev_sample
+            latents = self._denoise(latents, t, tokens, negative, guidance_scale, extra)
             known = x0
             if i < len(timesteps) - 1:
                 known = self.scheduler.add_noise(x0, noise, timesteps[i + 1 : i + 2].repeat(batch))

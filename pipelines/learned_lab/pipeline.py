@@ -35,6 +35,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from couplednoise.pipelines.call_checks import check_step_callback, negative_prompts
 from couplednoise.pipelines.learned_lab.model import PromptEncoder
 from couplednoise.pipelines.learned_lab.prompts import prompt_codes
 from couplednoise.pipelines.learned_lab.train import scheduler_config
@@ -138,13 +139,11 @@ class LearnedLabPipeline(DiffusionPipeline):
         tensors)`` runs after step i with the ``callback_on_step_end_tensor_inputs`` it asks for
         (see ``_callback_tensor_inputs``) and may return replacements for the next step.
         """
-        callback_inputs = list(callback_on_step_end_tensor_inputs or ["latents"])
-        unknown = sorted(set(callback_inputs) - set(self._callback_tensor_inputs))
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs {unknown} not among "
-                f"{self._callback_tensor_inputs}"
-            )
+        callback_inputs = check_step_callback(
+            callback_on_step_end,
+            callback_on_step_end_tensor_inputs or ["latents"],
+            self._callback_tensor_inputs,
+        )
         if prompt_embeds is not None:
             if prompt not in (None, "", []):
                 raise ValueError("pass prompt or prompt_embeds, not both")
@@ -177,26 +176,13 @@ class LearnedLabPipeline(DiffusionPipeline):
                 f"prompt(s) x {num_images_per_prompt} images, 3 x {SIZE} x {SIZE} pixels)"
             )
         latents = latents.to(device, dtype) * self.scheduler.init_noise_sigma
-        n = num_images_per_prompt
-        tokens = (
-            self.encode_prompt(prompts, n)
-            if prompt_embeds is None
-            else prompt_embeds.to(device, dtype).repeat_interleave(n, dim=0)
+        tokens, negative = self._condition(
+            prompts, negatives, num_images_per_prompt, prompt_embeds, negative_prompt_embeds
         )
-        guided = self.do_classifier_free_guidance
-        negative = None
-        if guided:
-            negative = (
-                self.encode_prompt(negatives, n)
-                if negative_prompt_embeds is None
-                else negative_prompt_embeds.to(device, dtype).repeat_interleave(n, dim=0)
-            )
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         extra = self.prepare_extra_step_kwargs(generator, eta)
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
-            x = self.scheduler.scale_model_input(latents, t)
-            noise = self.predict_noise(x, t, tokens, negative, guidance_scale)
-            latents = self.scheduler.step(noise, t, latents, **extra).prev_sample
+            latents = self._denoise(latents, t, tokens, negative, guidance_scale, extra)
             if callback_on_step_end is not None:
                 tensors = {"latents": latents}
                 tensors["prompt_embeds"] = (
@@ -208,6 +194,33 @@ class LearnedLabPipeline(DiffusionPipeline):
                 if "prompt_embeds" in new:
                     negative, tokens = self._split_embeds(new["prompt_embeds"], tokens, negative)
         return self._output(latents, output_type, return_dict)
+
+    def _condition(
+        self,
+        prompts: list[str] | None,
+        negatives: list[str],
+        n: int,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(prompt tokens, negative tokens or None without guidance), each [P * n, 4, D]: encoded,
+        or the given embeds [P, 4, D] repeated n times."""
+
+        def tokens_of(texts, embeds):
+            if embeds is None:
+                return self.encode_prompt(texts, n)
+            return embeds.to(self._execution_device, self.unet.dtype).repeat_interleave(n, dim=0)
+
+        tokens = tokens_of(prompts, prompt_embeds)
+        if not self.do_classifier_free_guidance:
+            return tokens, None
+        return tokens, tokens_of(negatives, negative_prompt_embeds)
+
+    def _denoise(self, latents, t, tokens, negative, guidance_scale: float, extra: dict):
+        """One scheduler step of the guided model from ``latents`` at timestep ``t``."""
+        x = self.scheduler.scale_model_input(latents, t)
+        prediction = self.predict_noise(x, t, tokens, negative, guidance_scale)
+        return self.scheduler.step(prediction, t, latents, **extra).prev_sample
 
     def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool):
         """The call's result from the final latents [B, 3, 32, 32] in model space [-1, 1]."""
@@ -268,9 +281,9 @@ class LearnedLabPipeline(DiffusionPipeline):
         width,
         scale,
         count,
-    ) -> list[str] | None:
-        """Validate a call before any work; the negative prompt of each prompt (None when the
-        call gives ``prompt_embeds`` and no negative prompt: the negatives are then "")."""
+    ) -> list[str]:
+        """Validate a call of ``count`` prompts (``prompts`` None: given as embeds) before any
+        work; the negative prompt of each prompt ("" where none is given)."""
         if prompts is not None and not prompts:
             raise ValueError("prompt must be a string or a non-empty list of strings")
         if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
@@ -284,9 +297,6 @@ class LearnedLabPipeline(DiffusionPipeline):
         for side, name in ((height, "height"), (width, "width")):
             if side is not None and side != SIZE:
                 raise ValueError(f"{name}={side}: the learned lab generates {SIZE} x {SIZE} images")
-        negatives = "" if negative_prompt is None else negative_prompt
-        negatives = [negatives] * count if isinstance(negatives, str) else list(negatives)
-        if len(negatives) != count:
-            raise ValueError(f"got {len(negatives)} negative prompts for {count} prompts")
+        negatives = negative_prompts(negative_prompt, count)
         prompt_codes([*(prompts or []), *negatives])  # ValueError / TypeError naming a bad prompt
         return negatives
