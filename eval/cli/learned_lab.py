@@ -3,6 +3,7 @@
     couplednoise learned-lab train --out runs/learned_lab            # resumes after a kill
     couplednoise learned-lab classifiers --out runs/learned_lab_cls
     couplednoise learned-lab export --run runs/learned_lab --classifiers runs/learned_lab_cls
+    couplednoise learned-lab export --classifiers runs/learned_lab_cls   # a new classifier only
     couplednoise learned-lab check --guidance 5                      # quality bar, memorisation
 
 Training is seeded and resumable: rerunning the same command continues from the last checkpoint
@@ -38,11 +39,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     classifiers.add_argument("--steps", type=int_in(1, MAX_TRAIN_STEPS), default=5000)
     classifiers.add_argument("--width", type=int_in(4, 512), default=48, help="CNN base width")
     classifiers.add_argument("--batch-size", type=int_in(1, 4096), default=64)
+    classifiers.add_argument(
+        "--object-steps",
+        type=int_in(0, MAX_TRAIN_STEPS),
+        default=6000,
+        help="steps of the object-crop CNN after the whole-image CNN (0: none)",
+    )
+    classifiers.add_argument("--object-width", type=int_in(4, 512), default=32)
+    classifiers.add_argument("--object-batch-size", type=int_in(1, 4096), default=128)
     classifiers.add_argument("--seed", type=int_in(0, 2**63 - 1), default=0)
     _add_common(classifiers)
 
     export = sub.add_parser("export", help="write the committed weights from finished runs")
-    export.add_argument("--run", type=Path, required=True, help="denoiser run folder")
+    export.add_argument(
+        "--run", type=Path, help="denoiser run folder (omit it to replace only the classifier)"
+    )
     export.add_argument("--classifiers", type=Path, required=True, help="classifier run folder")
     export.add_argument("--weights", type=Path, help="target folder (default: the package's)")
     export.add_argument("--check", type=Path, help="a `check --json` file for the model card")
@@ -111,7 +122,13 @@ def _classifiers(args: argparse.Namespace) -> int:
     from couplednoise.pipelines.learned_lab.classifier import ClassifierConfig, train_classifier
 
     config = ClassifierConfig(
-        steps=args.steps, batch_size=args.batch_size, seed=args.seed, width=args.width
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        width=args.width,
+        object_steps=args.object_steps,
+        object_width=args.object_width,
+        object_batch_size=args.object_batch_size,
     )
     state = train_classifier(config, args.out, progress=not args.no_progress)
     print(json.dumps({"step": state.step, "test_accuracy": state.accuracy}, indent=1))

@@ -196,10 +196,14 @@ def check_args(args: argparse.Namespace, refs: list) -> None:
 
 
 def cache_key(args: argparse.Namespace) -> str:
-    """A digest of every setting a reference's readout depends on."""
+    """A digest of every setting a reference's readout depends on, the weights (denoiser and
+    classifier) included."""
+    from couplednoise.pipelines.learned_lab.load import weights_fingerprint
+
     keep = ("model", "reference_seed", "shares", "dilations", "sdedit", "inversion_prompt")
     keep += ("num_images", "seed", "steps", "guidance")
-    data = json.dumps({k: getattr(args, k) for k in keep}, sort_keys=True)
+    settings = {k: getattr(args, k) for k in keep}
+    data = json.dumps({**settings, "weights": weights_fingerprint(args.model)}, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 

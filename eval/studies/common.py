@@ -3,12 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from couplednoise.eval.runs.atomic import write_text
 from couplednoise.eval.runs.stats import t_interval
+
+
+def claim_work_folder(folder: Path, provenance: dict) -> None:
+    """Make ``folder`` a study's resumable work folder for one setup: the first run writes
+    ``provenance`` (what decides the numbers besides the cell) to study.json; a later run with
+    another setup gets a ValueError before any work, so results of two setups never mix."""
+    provenance = json.loads(json.dumps(provenance))  # tuples as lists, as read back
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = folder / "study.json"
+    if meta.is_file():
+        earlier = json.loads(meta.read_text())
+        if earlier != provenance:
+            raise ValueError(
+                f"--work {folder} holds results of another setup ({earlier}); "
+                f"this run is {provenance}: pick another --work folder"
+            )
+    else:
+        write_text(meta, json.dumps(provenance, indent=1))
 
 
 def study_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import torch
 
 from couplednoise.eval.cli.options import MAX_IMAGES, float_list, int_in, int_list, seed_list
 from couplednoise.eval.runs.atomic import write_text
+from couplednoise.eval.studies.common import claim_work_folder
 
 DEFAULT_COUPLINGS = (
     "independent",
@@ -180,18 +181,7 @@ class CellStore:
 
     def __init__(self, folder: Path, provenance: dict):
         self.folder = folder
-        provenance = json.loads(json.dumps(provenance))  # tuples as lists, as read back
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / "study.json"
-        if meta.is_file():
-            earlier = json.loads(meta.read_text())
-            if earlier != provenance:
-                raise ValueError(
-                    f"--work {folder} holds results of another setup ({earlier}); "
-                    f"this run is {provenance}: pick another --work folder"
-                )
-        else:
-            write_text(meta, json.dumps(provenance, indent=1))
+        claim_work_folder(folder, provenance)
 
     def path(self, cell: Cell) -> Path:
         return self.folder / f"{cell.key}.json"

@@ -18,6 +18,17 @@ def _loss_at(losses: list[dict], fraction: float) -> str:
     return f"{record['loss']:.4f} (step {record['step']})"
 
 
+def _crop_stage(classifier: dict) -> str:
+    config = classifier["config"]
+    if not config.get("object_steps"):
+        return ""
+    return (
+        f"; then an object-crop CNN (width {config['object_width']}, 24 x 24 crops at the"
+        f" position, {config['object_steps']} steps, batch {config['object_batch_size']}) gives"
+        " the object class"
+    )
+
+
 def model_card(training: dict, accuracy: dict, check: dict | None = None) -> str:
     """The card's markdown."""
     denoiser, classifier = training["denoiser"], training["classifier"]
@@ -56,9 +67,11 @@ def model_card(training: dict, accuracy: dict, check: dict | None = None) -> str
         "",
         "## Classifiers (ground truth)",
         f"One CNN (width {classifier['config']['width']}) with a head per attribute, trained"
-        f" {classifier['step']} steps (batch {classifier['config']['batch_size']}) on training-split"
-        " composites with mild noise / blur augmentation. Held-out accuracy on"
-        f" {accuracy.get('n', '?')} fresh held-out composites: "
+        f" {min(classifier['step'], classifier['config']['steps'])} steps (batch"
+        f" {classifier['config']['batch_size']}) on training-split composites with mild noise /"
+        " blur augmentation"
+        + _crop_stage(classifier)
+        + f". Held-out accuracy on {accuracy.get('n', '?')} fresh held-out composites: "
         + ", ".join(f"{k} {v:.4f}" for k, v in accuracy.items() if k != "n")
         + ".",
     ]
@@ -90,7 +103,8 @@ def model_card(training: dict, accuracy: dict, check: dict | None = None) -> str
         f"couplednoise learned-lab train --out runs/denoiser --steps {config['steps']} --seed"
         f" {config['seed']} --threads 1   # resumable: rerun after a kill",
         f"couplednoise learned-lab classifiers --out runs/classifier --steps"
-        f" {classifier['config']['steps']} --width {classifier['config']['width']} --threads 1",
+        f" {classifier['config']['steps']} --width {classifier['config']['width']}"
+        f" --object-steps {classifier['config'].get('object_steps', 0)} --threads 1",
         "couplednoise learned-lab export --run runs/denoiser --classifiers runs/classifier",
         "couplednoise learned-lab check --json runs/check.json",
         "```",

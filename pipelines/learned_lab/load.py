@@ -68,6 +68,21 @@ def weights_dir(weights: str | Path | None = None) -> Path:
     return folder
 
 
+DENOISER_FILES = _REQUIRED[:4]
+
+
+def weights_fingerprint(spec: str = "learned-lab", files: tuple[str, ...] = _REQUIRED) -> str:
+    """A SHA-256 digest (16 hex digits) of ``files`` of the weights ``spec`` loads: studies key
+    their caches on it, so results of other weights (a retrained classifier) are never reused."""
+    import hashlib
+
+    folder = weights_dir(parse_learned_lab_spec(spec)["weights"] or None)
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def load_learned_lab(
     spec: str = "learned-lab",
     *,
@@ -99,7 +114,7 @@ def load_classifier(weights: str | Path | None = None):
 
     folder = weights_dir(weights)
     meta = json.loads((folder / "classifier.json").read_text())
-    classifier = AttributeClassifier(meta["width"])
+    classifier = AttributeClassifier(meta["width"], meta.get("object_width"))
     classifier.load_state_dict(load_file(folder / "classifier.safetensors"))
     return classifier.eval()
 
@@ -115,14 +130,15 @@ def training_record(weights: str | Path | None = None) -> dict:
 
 
 def export_weights(
-    run_dir: str | Path,
+    run_dir: str | Path | None,
     classifier_dir: str | Path,
     target: str | Path | None = None,
     *,
     check: dict | None = None,
 ) -> Path:
     """Write the EMA denoiser (UNet in float16), the classifier and MODEL_CARD.md (with the
-    quality check's figures if ``check`` is given) from the run folders."""
+    quality check's figures if ``check`` is given) from the run folders. With ``run_dir`` None
+    only the classifier is replaced: the denoiser in ``target`` and its training record stay."""
     from safetensors.torch import save_file
 
     from couplednoise.pipelines.learned_lab.card import model_card
@@ -130,25 +146,34 @@ def export_weights(
     from couplednoise.pipelines.learned_lab.train import CHECKPOINT as DENOISER
     from couplednoise.pipelines.learned_lab.train import load_state
 
-    run_dir, classifier_dir = Path(run_dir), Path(classifier_dir)
-    for path in (run_dir / DENOISER, classifier_dir / CHECKPOINT):
+    target = Path(target) if target else WEIGHTS_DIR
+    classifier_dir = Path(classifier_dir)
+    needed = [classifier_dir / CHECKPOINT]
+    if run_dir is not None:
+        needed.append(Path(run_dir) / DENOISER)
+    for path in needed:
         if not path.is_file():
             raise FileNotFoundError(f"no training checkpoint at {path}")
-    target = Path(target) if target else WEIGHTS_DIR
-    state = load_state(run_dir / DENOISER)
-    state.ema.unet.to(torch.float16).save_pretrained(target / "unet", safe_serialization=True)
-    state.ema.prompt_encoder.save_pretrained(target / "prompt_encoder", safe_serialization=True)
+    if run_dir is None:
+        weights_dir(target)  # the denoiser that stays must be complete
+        denoiser = training_record(target)["denoiser"]
     classifier = load_classifier_state(classifier_dir / CHECKPOINT)
+    if run_dir is not None:
+        state = load_state(Path(run_dir) / DENOISER)
+        state.ema.unet.to(torch.float16).save_pretrained(target / "unet", safe_serialization=True)
+        state.ema.prompt_encoder.save_pretrained(target / "prompt_encoder", safe_serialization=True)
+        denoiser = {"config": state.config.to_dict(), "step": state.step, "losses": state.losses}
     tensors = {k: v.contiguous() for k, v in classifier.model.state_dict().items()}
     save_file(tensors, target / "classifier.safetensors")
-    meta = {"width": classifier.config.width, "accuracy": classifier.accuracy}
+    object_width = classifier.config.object_width if classifier.config.object_steps else None
+    meta = {
+        "width": classifier.config.width,
+        "object_width": object_width,
+        "accuracy": classifier.accuracy,
+    }
     (target / "classifier.json").write_text(json.dumps(meta, indent=1) + "\n")
     training = {
-        "denoiser": {
-            "config": state.config.to_dict(),
-            "step": state.step,
-            "losses": state.losses,
-        },
+        "denoiser": denoiser,
         "classifier": {"config": asdict(classifier.config), "step": classifier.step},
     }
     (target / "training.json").write_text(json.dumps(training, indent=1) + "\n")

@@ -135,6 +135,11 @@ def textures() -> torch.Tensor:
     return torch.stack(planes)
 
 
+def object_centres() -> torch.Tensor:
+    """(x, y) pixel centre int64 [n_positions, 2] of each position code (before jitter)."""
+    return torch.tensor([_CENTRES[p] for p in ATTRIBUTES["position"]])
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -179,7 +184,7 @@ def render(codes: torch.Tensor, split: str, *, generator: torch.Generator) -> Co
     colours = (colour_table[codes[:, 1]] + tint).clamp(0, 1)
     alpha = torch.zeros(n, SIZE, SIZE)
     shade = torch.zeros(n, SIZE, SIZE)
-    centres = torch.tensor([_CENTRES[p] for p in ATTRIBUTES["position"]])
+    centres = object_centres()
     for i in range(n):
         bank = objects[int(size_pick[i])][int(codes[i, 0])]
         intensity = bank[min(int(image_pick[i] * len(bank)), len(bank) - 1)]
