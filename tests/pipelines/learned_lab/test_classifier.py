@@ -13,6 +13,7 @@ N = 400
 # The target: >= 0.95 held-out accuracy per attribute (recorded on 4,000 composites).
 FLOOR = {"object": 0.95, "colour": 0.95, "position": 0.95, "background": 0.95}
 
+
 def test_classifier_reaches_its_accuracy_on_a_fresh_held_out_sample(learned_classifier):
     recorded = classifier_accuracy()
     images, codes = held_out_sample(N, seed=2024)  # a seed the recorded figure did not use
