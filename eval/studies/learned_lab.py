@@ -117,16 +117,14 @@ class GalleryStore:
 
 def provenance(args: argparse.Namespace, call: dict) -> dict:
     """What decides a gallery besides its cell and seed (a --work folder holds one setup)."""
-    from couplednoise.eval.backbones.efficientnet import EfficientNetEmbedder
-
-    preprocessing = EfficientNetEmbedder.__dataclass_fields__
+    from couplednoise.eval.backbones.efficientnet import default_preprocessing
     from couplednoise.pipelines.learned_lab.load import DENOISER_FILES, weights_fingerprint
 
     return {
         "model": args.model,
         "denoiser": weights_fingerprint(args.model, DENOISER_FILES),  # not the classifier's
         "call": call,
-        "effnet": {k: preprocessing[k].default for k in ("mean", "std", "crop_fraction")},
+        "effnet": default_preprocessing(),
         "seed_semantics": "gallery s: torch.Generator('cpu').manual_seed(s) draws the latents",
     }
 

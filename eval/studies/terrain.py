@@ -281,14 +281,13 @@ def run_chunk(pipe, embedder, cell: Cell, seeds: list[int]) -> dict[int, dict]:
 
 def provenance(args: argparse.Namespace) -> dict:
     """What decides a cell's numbers besides the cell itself (a --work folder holds one setup)."""
-    from couplednoise.eval.backbones.efficientnet import EfficientNetEmbedder
+    from couplednoise.eval.backbones.efficientnet import default_preprocessing
     from couplednoise.pipelines.terrain import parse_terrain_spec
 
-    preprocessing = EfficientNetEmbedder.__dataclass_fields__
     options = parse_terrain_spec(args.model)
     return {
         "model": {"floor": options["floor"]},  # threads and batch do not change results
-        "effnet": {k: preprocessing[k].default for k in ("mean", "std", "crop_fraction")},
+        "effnet": default_preprocessing(),
         "seed_semantics": "gallery s: torch.Generator('cpu').manual_seed(s) draws the coupled "
         "latents, then the re-noise",
     }
