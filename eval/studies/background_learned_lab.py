@@ -12,7 +12,8 @@ the reference's full description, its object prompt and the empty prompt, the ma
 reconstructs the object region best under each gallery prompt (docs/learned_lab.md).
 
 For each gallery prompt (``empty``: every attribute open; ``object``: the reference's object,
-colour and position named, the background open) and reference, K-image galleries, every method
+colour and position named, the background open; ``object-not-bg``: the object prompt with the
+reference's background as the negative prompt, "a thing on brick") and reference, K-image galleries, every method
 from the same seed (``--seed`` + i: paired across methods):
 - ``subspace``: ``Subspace(mask dilated by d px, share, shared=x_T)`` for each share x dilation
   (share 0 is plain independent noise whatever the dilation: run once, ``independent``);
@@ -69,11 +70,14 @@ TITLES = {
     "goal": "goal met (>= 80% kept on new bg, >= 3 bgs)",
     "masked_rms": "masked pixel RMS",
 }
-PROMPT_KINDS = ("empty", "object")
+PROMPT_KINDS = ("empty", "object", "object-not-bg")
 PROMPT_MEANING = {
     "empty": "every attribute open",
     "object": "the reference's object, colour and position named, the background open",
+    "object-not-bg": "the object prompt, with the reference's background as the negative prompt",
 }
+GALLERY_PROMPT = {"empty": "empty", "object": "object", "object-not-bg": "object"}
+NEGATIVE_PROMPT = {"object-not-bg": "background"}  # the other kinds: no negative prompt
 INVERSION_PROMPTS = ("matched", "full", "object", "empty")
 MASK_THRESHOLD = 0.5  # object mask = opacity > this
 GOAL_KEPT, GOAL_BACKGROUNDS = 0.8, 3
@@ -102,7 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=PROMPT_KINDS,
         default=["empty"],
-        help="gallery prompts: empty (all open) and/or object (object, colour, position named)",
+        help="gallery prompts: empty (all open), object (object, colour, position named), "
+        "object-not-bg (the object prompt, the reference's background as negative prompt)",
     )
     parser.add_argument(
         "--inversion-prompt",
@@ -156,7 +161,8 @@ def references(count: int, seed: int) -> list:
 
 
 def reference_prompts(attributes: dict[str, str]) -> dict[str, str]:
-    """The prompts of one reference: full description, object only, empty."""
+    """The prompts of one reference: full description, object only, empty, and its background
+    alone ("a thing on brick", a negative prompt)."""
     from couplednoise.pipelines.learned_lab.prompts import prompt_of
     from couplednoise.pipelines.learned_lab.world import OBJECT_ATTRIBUTES
 
@@ -164,6 +170,7 @@ def reference_prompts(attributes: dict[str, str]) -> dict[str, str]:
         "full": prompt_of(attributes),
         "object": prompt_of({k: attributes[k] for k in OBJECT_ATTRIBUTES}),
         "empty": "",
+        "background": prompt_of({"background": attributes["background"]}),
     }
 
 
@@ -250,8 +257,9 @@ def measure(models, ref, args: argparse.Namespace, seed: int, kinds) -> dict:
     noises = {}
     out: dict = {"attributes": attributes, "prompts": {}}
     for kind in kinds:
-        prompt = prompts[kind]
-        source = prompts[kind if args.inversion_prompt == "matched" else args.inversion_prompt]
+        prompt = prompts[GALLERY_PROMPT[kind]]
+        inversion = args.inversion_prompt
+        source = prompts[GALLERY_PROMPT[kind] if inversion == "matched" else inversion]
         if source not in noises:
             noises[source] = invert(
                 pipe, ref.images, prompt=source, num_inference_steps=args.steps, progress=False
@@ -259,7 +267,8 @@ def measure(models, ref, args: argparse.Namespace, seed: int, kinds) -> dict:
         noise = noises[source]
         # The empty prompt against the empty negative prompt: guidance changes nothing.
         guidance = args.guidance if prompt else 1.0
-        sampling = Sampling(args.steps, guidance)
+        negative = prompts[NEGATIVE_PROMPT[kind]] if kind in NEGATIVE_PROMPT else None
+        sampling = Sampling(args.steps, guidance, negative_prompt=negative)
         common = {"num_images": args.num_images, "seed": seed, "sampling": sampling}
         rows = {}
         for label in method_labels(args):

@@ -219,27 +219,33 @@ def markdown_table(
 
 
 def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
+    """Top row: each metric's mean and 95% CI against K; bottom row (with an independent arm):
+    the paired difference to independent and its 95% CI, where an effect is read."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS), 3.8))
-    for ax, metric in zip(axes, METRICS):
+    paired = "independent" in args.couplings
+    fig, axes = plt.subplots(
+        1 + paired, len(METRICS), figsize=(4.2 * len(METRICS), 3.8 * (1 + paired)), squeeze=False
+    )
+    for column, metric in enumerate(METRICS):
         for i, coupling in enumerate(args.couplings):
             mine = sorted(
                 (r for r in records if r["coupling"] == coupling and r["metric"] == metric),
                 key=lambda r: r["K"],
             )
             offset = 1 + 0.03 * (i - len(args.couplings) / 2)
-            ax.errorbar(
-                [r["K"] * offset for r in mine],
-                [r["mean"] for r in mine],
-                yerr=[r["ci"] for r in mine],
-                marker="o",
-                capsize=3,
-                label=coupling,
+            xs = [r["K"] * offset for r in mine]
+            style = {"marker": "o", "capsize": 3, "label": coupling, "color": f"C{i}"}
+            axes[0][column].errorbar(
+                xs, [r["mean"] for r in mine], yerr=[r["ci"] for r in mine], **style
             )
+            if paired and coupling != "independent":
+                axes[1][column].errorbar(
+                    xs, [r["diff"] for r in mine], yerr=[r["diff_ci"] for r in mine], **style
+                )
         if metric == "attr_cov":
             expected = sorted(
                 (
@@ -249,19 +255,23 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
                 ),
                 key=lambda r: r["K"],
             )
-            ax.plot(
+            axes[0][column].plot(
                 [r["K"] for r in expected],
                 [r["expected_independent"] for r in expected],
                 "k--",
                 lw=1,
                 label="independent, expected",
             )
-            ax.axhline(1.0, color="gray", lw=1, ls=":", label="limit")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(args.sizes, [str(k) for k in args.sizes])
-        ax.set_xlabel("gallery size K")
-        ax.set_title(TITLES[metric])
-    axes[0].legend(fontsize=7)
+            axes[0][column].axhline(1.0, color="gray", lw=1, ls=":", label="limit")
+        axes[0][column].set_title(TITLES[metric])
+        if paired:
+            axes[1][column].axhline(0.0, color="black", lw=1)
+            axes[1][column].set_title(f"{TITLES[metric]}: minus independent (paired)")
+        for ax in axes[:, column]:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(args.sizes, [str(k) for k in args.sizes])
+            ax.set_xlabel("gallery size K")
+    axes[0][0].legend(fontsize=7)
     fig.suptitle(
         f"learned lab: {len(args.seeds)} seeds x {len(args.prompts)} prompts, mean and 95% CI"
     )

@@ -129,3 +129,34 @@ def test_sharing_the_inverted_noise_in_a_dilated_mask_carries_the_reference_obje
     assert mean("independent", "object_kept") <= 0.1
     assert mean("inpaint", "masked_rms") < 1e-5
     assert mean("inversion", "distinct_backgrounds") == 1
+
+
+def test_object_not_bg_galleries_use_the_object_prompt_against_the_reference_background(
+    learned_pipe, learned_classifier, monkeypatch
+):
+    """The ``object-not-bg`` kind samples every method with the object prompt and the reference's
+    own background as the negative prompt; ``object`` has no negative prompt."""
+    import couplednoise.pipelines.background as background
+    from couplednoise.pipelines.inversion import matching_sampler
+    from couplednoise.pipelines.learned_lab.editing import editing_pipelines
+    from couplednoise.pipelines.learned_lab.world import describe
+
+    calls = []
+
+    class RecordingSampling(background.Sampling):
+        def kwargs(self, task):
+            calls.append(self.negative_prompt)
+            return super().kwargs(task)
+
+    monkeypatch.setattr(background, "Sampling", RecordingSampling)
+    args = parse_args(["--shares", "0,1", "--dilations", "0", "--sdedit", "0.5", "-n", "2"])
+    args.steps = 2
+    sampler = matching_sampler(learned_pipe)
+    models = (learned_pipe, sampler, *editing_pipelines(sampler), learned_classifier)
+    ref = study.references(1, seed=3)[0]
+    attributes = describe(ref.codes)[0]
+    out = study.measure(models, ref, args, seed=0, kinds=["object", "object-not-bg"])
+    methods = len(study.method_labels(args))
+    assert set(out["prompts"]) == {"object", "object-not-bg"}
+    assert set(out["prompts"]["object-not-bg"]) == set(study.method_labels(args))
+    assert calls == [None] * methods + [f"a thing on {attributes['background']}"] * methods
