@@ -266,7 +266,7 @@ def figure(records: list[dict], args: argparse.Namespace, path: Path) -> None:
         axes[0][column].set_title(TITLES[metric])
         if paired:
             axes[1][column].axhline(0.0, color="black", lw=1)
-            axes[1][column].set_title(f"{TITLES[metric]}: minus independent (paired)")
+            axes[1][column].set_title("paired difference to independent", fontsize=9)
         for ax in axes[:, column]:
             ax.set_xscale("log", base=2)
             ax.set_xticks(args.sizes, [str(k) for k in args.sizes])
